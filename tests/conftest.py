@@ -1,0 +1,54 @@
+"""Shared test fixtures: built fixture images, a CLI runner, and skip markers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures.images import IMAGES, FixtureUnavailable
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership, devices)")
+
+
+def needs_tool(name: str) -> pytest.MarkDecorator:
+    """Skip unless the command `name` is installed (CI installs it via .ci/install)."""
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed")
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding every fixture image that can be built here, as OCI layouts."""
+    root = tmp_path_factory.mktemp("images")
+    for name, build in IMAGES.items():
+        try:
+            build(root / name)
+        except FixtureUnavailable:
+            shutil.rmtree(root / name, ignore_errors=True)
+    return root
+
+
+def run_cli(*args: str | os.PathLike[str], check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m unpack ARGS...` and capture its output (text)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "unpack", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"oci-unpack {args} failed: {result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cli():
+    """The `run_cli` function, as a fixture."""
+    return run_cli

@@ -1,0 +1,5 @@
+"""Allow `python -m unpack`."""
+
+from unpack.cli import main
+
+main()

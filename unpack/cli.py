@@ -1,0 +1,192 @@
+"""The `oci-unpack` command line: parse options, call a verb, report errors in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import resource
+import shlex
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from unpack import __version__
+from unpack.config import RuntimeOptions
+from unpack.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Interrupted, UnpackError, UsageError
+from unpack.image.platform import Platform
+from unpack.progress import Progress
+from unpack.verbs.unpack import UnpackOptions, unpack
+
+PROG = "oci-unpack"
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    the bundle is complete at DIR
+  2    usage error (bad option or argument)
+  3    bad image: malformed, corrupt, unsupported, or failing verification
+  4    filesystem error at the destination (exists, permission, disk full)
+  70   internal error (a bug: please report it with --debug output)
+  130  interrupted (SIGINT/SIGTERM); nothing is left at DIR"""
+
+
+class _DefaultToUnpack(click.Group):
+    """`oci-unpack IMAGE DIR` means `oci-unpack unpack IMAGE DIR`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            args = ["unpack", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultToUnpack, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def main() -> None:
+    """Turn an OCI container image into a runtime bundle that runc and crun run.
+
+    \b
+      oci-unpack IMAGE DIR      (the same as: oci-unpack unpack IMAGE DIR)
+
+    Run `oci-unpack unpack --help` for the options.
+    """
+
+
+def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the tool's errors into one stderr line and an exit code (tracebacks with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool, **kwargs: Any) -> None:
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            command(*args, **kwargs)
+        except UnpackError as error:
+            _fail(str(error), error.exit_code, debug)
+        except KeyboardInterrupt:
+            _fail("interrupted; the partial bundle was removed", EXIT_INTERRUPTED, debug)
+        except Exception as error:  # a bug: report it as such
+            _fail(f"internal error: {type(error).__name__}: {error}", EXIT_INTERNAL, debug)
+
+    return wrapper
+
+
+def _raise_interrupted(signum: int, frame: object) -> NoReturn:
+    raise Interrupted("terminated; the partial bundle was removed")
+
+
+def _fail(message: str, code: int, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    line = " ".join(message.split("\n"))
+    click.echo(f"{PROG}: error: {line}", err=True)
+    sys.exit(code)
+
+
+def _command_words(value: str | None, option: str) -> tuple[str, ...] | None:
+    """`--args`/`--entrypoint`: a JSON array, or words split like a shell line."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("["):
+        try:
+            words = json.loads(value)
+        except ValueError as error:
+            raise UsageError(f"{option}: invalid JSON array ({error})") from None
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise UsageError(f"{option}: expected a JSON array of strings")
+        return tuple(words)
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _raise_open_file_limit() -> None:
+    """Deep trees need a directory fd per level while being removed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+@main.command("unpack", epilog=EXIT_CODES_HELP)
+@click.argument("image")
+@click.argument("dir", type=click.Path())
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="Platform to pick from a multi-platform image (default: this machine's).")
+@click.option("--no-config", is_flag=True, help="Only unpack the rootfs; write no config.json.")
+@click.option("--tty", is_flag=True, help="Set process.terminal in config.json.")
+@click.option("--hostname", help="Set the container hostname.")
+@click.option("--readonly-rootfs", is_flag=True, help="Mount the rootfs read-only.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VAL",
+              help="Set an environment variable, overriding the image (repeatable).")
+@click.option("--entrypoint", metavar="CMD",
+              help="Replace the image Entrypoint (shell-like words or a JSON array); "
+                   "clears the image Cmd unless --args is given.")
+@click.option("--args", "args_", metavar="ARGS",
+              help="Replace the image Cmd (shell-like words or a JSON array).")
+@click.option("--volumes", type=click.Choice(["tmpfs", "bind", "none"]), default="tmpfs",
+              show_default=True,
+              help="How image Volumes are mounted: tmpfs, bind (from DIR/volumes/), or none.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no warnings.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a machine-readable summary (digests, layers, sizes, times) on stdout.")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@_reports_errors
+def unpack_command(
+    image: str,
+    dir: str,
+    platform: str | None,
+    no_config: bool,
+    tty: bool,
+    hostname: str | None,
+    readonly_rootfs: bool,
+    env: tuple[str, ...],
+    entrypoint: str | None,
+    args_: str | None,
+    volumes: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Unpack IMAGE into the runtime bundle DIR (DIR/config.json and DIR/rootfs).
+
+    IMAGE is an OCI image layout directory, optionally followed by :REF — a
+    tag (the org.opencontainers.image.ref.name annotation in index.json) or a
+    manifest digest (sha256:...). Without REF: the only image in the layout,
+    else the one tagged 'latest'.
+
+    DIR must not exist or be empty. The bundle is built beside it and moved
+    into place only when complete: after any failure nothing is left at DIR.
+
+    \b
+    Examples:
+      oci-unpack ./busybox-layout:latest ./bundle && runc run -b ./bundle demo
+      oci-unpack --platform linux/arm64 ./multi:v1 ./bundle-arm64
+    """
+    _raise_open_file_limit()
+    runtime = RuntimeOptions(
+        tty=tty,
+        hostname=hostname,
+        readonly_rootfs=readonly_rootfs,
+        env=env,
+        args=_command_words(args_, "--args"),
+        entrypoint=_command_words(entrypoint, "--entrypoint"),
+        volumes=volumes,
+    )
+    options = UnpackOptions(
+        platform=Platform.parse(platform) if platform else None,
+        runtime=runtime,
+        write_config=not no_config,
+    )
+
+    def warn(message: str) -> None:
+        if not quiet:
+            click.echo(f"{PROG}: warning: {message}", err=True)
+
+    report = unpack(image, dir, options, Progress.for_terminal(quiet), warn)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+
+

@@ -1,0 +1,1 @@
+"""Filesystem side effects: the confined rootfs and the bundle directory."""

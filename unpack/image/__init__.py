@@ -1,0 +1,1 @@
+"""Images: references, OCI layouts, media types, platforms and resolution."""

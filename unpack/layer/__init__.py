@@ -1,0 +1,1 @@
+"""Layers: decompression, tar entries, and applying them onto a rootfs."""

@@ -1,0 +1,311 @@
+"""Apply layers' tar entries onto a rootfs: whiteouts, opaque dirs, metadata.
+
+Every member first passes `policy.admit`; every filesystem operation goes
+through `Rootfs`, which confines it. Per layer, the applier remembers the
+paths the layer wrote (and their ancestors), so whiteouts and opaque
+markers hide only what lower layers left, whatever the entry order.
+Directory times are set once, after all layers, from each directory's last
+header — so a directory that gained or lost children later keeps them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+
+import xattr
+
+from unpack.errors import FilesystemError, LayerError
+from unpack.fs.rootfs import Rootfs
+from unpack.layer.policy import Action, Member, admit
+from unpack.layer.tarstream import EntryKind, TarEntry, TarReader
+
+# errnos that say "the destination cannot take this", not "the image is wrong"
+_DESTINATION_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+     errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+)  # fmt: skip
+_NODE_TYPES = {
+    EntryKind.CHARDEV: stat.S_IFCHR,
+    EntryKind.BLOCKDEV: stat.S_IFBLK,
+    EntryKind.FIFO: stat.S_IFIFO,
+}
+_XATTR_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)
+
+Warn = Callable[[str], None]
+
+
+class Applier:
+    """Applies layers in order onto one rootfs; call `finish` after the last."""
+
+    def __init__(self, rootfs: Rootfs, *, is_root: bool, warn: Warn) -> None:
+        self.rootfs = rootfs
+        self.is_root = is_root
+        self.warn = warn
+        self._dir_times: dict[int, tuple[tuple[str, ...], int, int]] = {}
+        self._written: set[str] = set()
+        self._ancestors: set[str] = set()
+        self._warned: set[str] = set()
+
+    def apply_layer(self, reader: TarReader) -> int:
+        """Apply every entry of one layer; return how many entries it had."""
+        self._written = set()
+        self._ancestors = set()
+        for entry in reader:
+            member = admit(entry, devices_allowed=self.is_root)
+            try:
+                self._apply(member, reader)
+            except OSError as error:
+                raise _translate(error, member.path or ".") from None
+        return reader.entries
+
+    def finish(self) -> None:
+        """Give every directory the times of its last header entry."""
+        for inode, (parts, atime_ns, mtime_ns) in self._dir_times.items():
+            fd = self.rootfs.open_dir(parts)
+            if fd is None:
+                continue
+            try:
+                if os.fstat(fd).st_ino == inode:
+                    os.utime(fd, ns=(atime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+    # -- dispatch -------------------------------------------------------------
+
+    def _apply(self, member: Member, reader: TarReader) -> None:
+        action = member.action
+        if action is Action.CREATE:
+            self._create(member, reader)
+            self._note_written(member.path)
+        elif action is Action.WHITEOUT:
+            self._whiteout(member.parts)
+        elif action is Action.OPAQUE:
+            self._hide_lower_children(member.parts)
+        elif action is Action.ROOT:
+            root = self.rootfs.fd
+            self._own_and_mode(member.entry, fd=root)
+            self._remember_dir_times(os.fstat(root).st_ino, (), member.entry)
+
+    def _note_written(self, path: str) -> None:
+        self._written.add(path)
+        ancestors = self._ancestors
+        while (cut := path.rfind("/")) > 0:
+            path = path[:cut]
+            if path in ancestors:
+                break
+            ancestors.add(path)
+
+    # -- whiteouts ------------------------------------------------------------
+
+    def _whiteout(self, parts: tuple[str, ...]) -> None:
+        path = "/".join(parts)
+        if path in self._written or path in self._ancestors:
+            # The same layer wrote this path (or below it): only lower content goes.
+            self._hide_lower_children(parts)
+            return
+        parent = self.rootfs.dir_fd(parts[:-1], create=False)
+        if parent is None:
+            return
+        info = self.rootfs.lstat(parent, parts[-1])
+        if info is not None:
+            self.rootfs.remove(parent, parts[-1], info)
+
+    def _hide_lower_children(self, parts: tuple[str, ...]) -> None:
+        """Remove what lower layers put under directory `parts`, keeping this layer's."""
+        top = self.rootfs.open_dir(parts)
+        if top is None:
+            return
+        pending: list[tuple[int, str]] = [(top, "/".join(parts))]
+        while pending:
+            fd, path = pending.pop()
+            try:
+                with os.scandir(fd) as children:
+                    names = [(c.name, c.is_dir(follow_symlinks=False)) for c in children]
+                for name, is_dir in names:
+                    child = f"{path}/{name}" if path else name
+                    kept = child in self._written or child in self._ancestors
+                    if kept and is_dir:
+                        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                        pending.append((os.open(name, flags, dir_fd=fd), child))
+                    elif not kept:
+                        info = self.rootfs.lstat(fd, name)
+                        if info is not None:
+                            self.rootfs.remove(fd, name, info)
+            finally:
+                os.close(fd)
+
+    # -- creation -------------------------------------------------------------
+
+    def _create(self, member: Member, reader: TarReader) -> None:
+        entry, parts = member.entry, member.parts
+        kind = entry.kind
+        if kind is EntryKind.HARDLINK:
+            self._hardlink(member)
+            return
+        rootfs = self.rootfs
+        parent = rootfs.dir_fd(parts[:-1], create=True)
+        assert parent is not None
+        name = parts[-1]
+        existing = rootfs.lstat(parent, name)
+        if kind is EntryKind.DIR:
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                if existing is not None:
+                    rootfs.remove(parent, name, existing)
+                rootfs.mkdir(parent, name, 0o700)
+                existing = rootfs.lstat(parent, name)
+                assert existing is not None
+            self._own_and_mode(entry, dir_fd=parent, name=name)
+            self._xattrs(entry, dir_fd=parent, name=name)
+            self._remember_dir_times(existing.st_ino, parts, entry)
+            return
+        if existing is not None:
+            rootfs.remove(parent, name, existing)
+        if kind is EntryKind.FILE:
+            self._write_file(entry, reader, parent, name)
+        elif kind is EntryKind.SYMLINK:
+            rootfs.symlink(entry.linkname, parent, name)
+            self._own(entry, dir_fd=parent, name=name)
+            self._xattrs(entry, dir_fd=parent, name=name, symlink=True)
+            rootfs.utime(parent, name, *_times(entry))
+        else:
+            device = os.makedev(entry.devmajor, entry.devminor) if kind in _NODE_TYPES else 0
+            rootfs.mknod(parent, name, _NODE_TYPES[kind] | 0o600, device)
+            self._own_and_mode(entry, dir_fd=parent, name=name)
+            self._xattrs(entry, dir_fd=parent, name=name)
+            rootfs.utime(parent, name, *_times(entry))
+
+    def _hardlink(self, member: Member) -> None:
+        rootfs, target = self.rootfs, member.link_parts
+        source_dir = rootfs.dir_fd(target[:-1], create=False)
+        source = None if source_dir is None else rootfs.lstat(source_dir, target[-1])
+        if source is None or source_dir is None:
+            raise LayerError(
+                f"hardlink {member.entry.name!r}: target {member.entry.linkname!r} does not exist"
+            )
+        if stat.S_ISDIR(source.st_mode):
+            raise LayerError(f"hardlink {member.entry.name!r}: target is a directory")
+        parent = rootfs.dir_fd(member.parts[:-1], create=True)
+        assert parent is not None
+        name = member.parts[-1]
+        existing = rootfs.lstat(parent, name)
+        if existing is not None:
+            if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
+                return
+            rootfs.remove(parent, name, existing)
+        rootfs.link(source_dir, target[-1], parent, name)
+
+    def _write_file(self, entry: TarEntry, reader: TarReader, parent: int, name: str) -> None:
+        fd = self.rootfs.create_file(parent, name)
+        try:
+            if entry.sparse is None:
+                for chunk in reader.data():
+                    _write_all(fd, chunk)
+            else:
+                _write_sparse(fd, entry.sparse, reader.data())
+                os.ftruncate(fd, entry.size)
+            self._own_and_mode(entry, fd=fd)
+            self._xattrs(entry, fd=fd)
+            os.utime(fd, ns=_times(entry))
+        finally:
+            os.close(fd)
+
+    # -- metadata: owner, then mode, then xattrs, then times --------------------
+
+    def _own(self, entry: TarEntry, *, dir_fd: int, name: str) -> None:
+        try:
+            self.rootfs.chown(dir_fd, name, entry.uid, entry.gid)
+        except PermissionError:
+            raise self._ownership_error(entry) from None
+
+    def _own_and_mode(
+        self, entry: TarEntry, *, fd: int | None = None, dir_fd: int = -1, name: str = ""
+    ) -> None:
+        try:
+            if fd is not None:
+                self.rootfs.fchown(fd, entry.uid, entry.gid)
+            else:
+                self.rootfs.chown(dir_fd, name, entry.uid, entry.gid)
+        except PermissionError:
+            raise self._ownership_error(entry) from None
+        if fd is not None:
+            os.fchmod(fd, entry.mode)
+        else:
+            self.rootfs.chmod(dir_fd, name, entry.mode)
+
+    def _ownership_error(self, entry: TarEntry) -> FilesystemError:
+        return FilesystemError(
+            f"{entry.name!r}: cannot set owner {entry.uid}:{entry.gid} "
+            "(run as root; rootless unpacking is not supported yet)"
+        )
+
+    def _xattrs(
+        self,
+        entry: TarEntry,
+        *,
+        fd: int | None = None,
+        dir_fd: int = -1,
+        name: str = "",
+        symlink: bool = False,
+    ) -> None:
+        for key, value in entry.xattrs.items():
+            if symlink and key.startswith("user."):
+                self._warn_once(key, f"{entry.name!r}: user.* xattrs cannot be set on a symlink")
+                continue
+            try:
+                if fd is not None:
+                    xattr.set(fd, key, value)
+                else:
+                    self.rootfs.set_xattr(dir_fd, name, key, value)
+            except OSError as error:
+                if error.errno not in _XATTR_UNSUPPORTED:
+                    raise
+                self._warn_once(key, f"{entry.name!r}: xattr {key} not set ({error.strerror})")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        namespace = key.split(".", 1)[0]
+        if namespace not in self._warned:
+            self._warned.add(namespace)
+            self.warn(message + " (further such warnings suppressed)")
+
+    def _remember_dir_times(self, inode: int, parts: tuple[str, ...], entry: TarEntry) -> None:
+        self._dir_times[inode] = (parts, *_times(entry))
+
+
+def _times(entry: TarEntry) -> tuple[int, int]:
+    atime = entry.atime_ns if entry.atime_ns is not None else entry.mtime_ns
+    return atime, entry.mtime_ns
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _write_sparse(
+    fd: int, segments: tuple[tuple[int, int], ...], data: Iterator[memoryview]
+) -> None:
+    """Write each stored segment at its offset, leaving holes between them."""
+    pending = memoryview(b"")
+    for offset, length in segments:
+        os.lseek(fd, offset, os.SEEK_SET)
+        while length:
+            if not pending:
+                pending = memoryview(next(data, b""))
+                if not pending:
+                    raise LayerError("sparse file: stored data shorter than its map")
+            piece = pending[:length]
+            _write_all(fd, piece)
+            length -= len(piece)
+            pending = pending[len(piece) :]
+
+
+def _translate(error: OSError, path: str) -> FilesystemError | LayerError:
+    message = f"rootfs/{path}: {error.strerror or error}"
+    if error.errno in _DESTINATION_ERRNOS:
+        return FilesystemError(message)
+    return LayerError(message)

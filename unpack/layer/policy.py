@@ -1,0 +1,109 @@
+"""The safety policy: one function that every tar member passes through.
+
+Like CPython's tarfile extraction filters (PEP 706), `admit` looks at one
+entry and returns what the applier may do with it — or raises `LayerError`.
+Names are cleaned lexically as if joined to `/` (so `..` and absolute names
+stay inside the rootfs), whiteout names are classified and validated, and
+things this run may not create (device nodes without root) are refused.
+The applier then resolves the cleaned paths inside the rootfs, following
+symlinks only within it (see `unpack.fs.rootfs`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from unpack.errors import LayerError
+from unpack.layer.tarheader import EntryKind, TarEntry
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+AUFS_META_PREFIX = ".wh..wh."
+PATH_MAX = 4096
+NAME_MAX = 255
+
+_DEVICES = (EntryKind.CHARDEV, EntryKind.BLOCKDEV)
+
+
+class Action(enum.Enum):
+    """What the applier does with an admitted member."""
+
+    CREATE = "create"  # create or replace `parts` as the entry says
+    ROOT = "root"  # a directory entry for the rootfs itself: metadata only
+    WHITEOUT = "whiteout"  # remove `parts` from lower layers
+    OPAQUE = "opaque"  # hide the lower-layer children of directory `parts`
+    SKIP = "skip"  # AUFS metadata (.wh..wh.*): nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An admitted tar entry: the action, its cleaned path and hardlink target."""
+
+    action: Action
+    parts: tuple[str, ...]
+    entry: TarEntry
+    link_parts: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.parts)
+
+
+def clean_path(name: str) -> tuple[str, ...]:
+    """Components of `name` as if joined to `/` and normalised (`..` stops at the root)."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return tuple(parts)
+
+
+def admit(entry: TarEntry, *, devices_allowed: bool) -> Member:
+    """Decide what may be done with `entry`; raise LayerError to refuse it."""
+    parts = _checked_path(entry.name, "name", entry.name)
+    if not parts:
+        if entry.kind is EntryKind.DIR:
+            return Member(Action.ROOT, parts, entry)
+        raise LayerError(f"entry {entry.name!r} would replace the rootfs itself")
+    base = parts[-1]
+    if base.startswith(WHITEOUT_PREFIX):
+        return _whiteout(entry, parts)
+    if entry.kind is EntryKind.HARDLINK:
+        link_parts = _checked_path(entry.linkname, "hardlink target", entry.name)
+        if not link_parts:
+            raise LayerError(f"hardlink {entry.name!r} points at the rootfs itself")
+        return Member(Action.CREATE, parts, entry, link_parts)
+    if entry.kind is EntryKind.SYMLINK:
+        if not entry.linkname or "\0" in entry.linkname:
+            raise LayerError(f"symlink {entry.name!r} has an empty or invalid target")
+    elif entry.kind in _DEVICES and not devices_allowed:
+        raise LayerError(f"device node {entry.name!r}: creating devices needs root")
+    return Member(Action.CREATE, parts, entry)
+
+
+def _whiteout(entry: TarEntry, parts: tuple[str, ...]) -> Member:
+    base = parts[-1]
+    if base == OPAQUE_MARKER:
+        return Member(Action.OPAQUE, parts[:-1], entry)
+    if base.startswith(AUFS_META_PREFIX):
+        return Member(Action.SKIP, parts, entry)
+    hidden = base[len(WHITEOUT_PREFIX) :]
+    if hidden in ("", ".", ".."):
+        raise LayerError(f"invalid whiteout name {entry.name!r}")
+    return Member(Action.WHITEOUT, (*parts[:-1], hidden), entry)
+
+
+def _checked_path(name: str, what: str, entry_name: str) -> tuple[str, ...]:
+    if "\0" in name:
+        raise LayerError(f"entry {entry_name!r}: {what} contains a NUL byte")
+    parts = clean_path(name)
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise LayerError(f"entry {entry_name[:80]!r}...: {what} longer than {PATH_MAX} bytes")
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise LayerError(f"entry {entry_name[:80]!r}: a {what} component is too long")
+    return parts

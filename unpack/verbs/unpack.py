@@ -1,0 +1,139 @@
+"""The `unpack` verb: an image reference and a directory in, a runtime bundle out."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from unpack.config import RuntimeOptions, runtime_config
+from unpack.errors import FilesystemError
+from unpack.fs.bundle import BundleDir
+from unpack.fs.rootfs import Rootfs
+from unpack.image.layout import Layout
+from unpack.image.platform import Platform
+from unpack.image.reference import parse_image_reference
+from unpack.image.resolve import Image, Layer, resolve_image
+from unpack.layer.applier import Applier
+from unpack.layer.compression import decompressed
+from unpack.layer.tarstream import TarReader
+from unpack.progress import Progress
+from unpack.verify import verified
+
+
+@dataclass(frozen=True)
+class UnpackOptions:
+    """What to unpack and how; the defaults are what `oci-unpack IMAGE DIR` does."""
+
+    platform: Platform | None = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    write_config: bool = True
+    use_openat2: bool | None = None
+
+
+@dataclass
+class LayerReport:
+    """What one layer was and what applying it took."""
+
+    digest: str
+    media_type: str
+    size: int
+    diff_id: str
+    uncompressed_size: int = 0
+    entries: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class UnpackReport:
+    """The machine-readable summary `--json` prints."""
+
+    image: str
+    ref: str | None
+    manifest: str
+    config: str
+    platform: str | None
+    bundle: str
+    layers: list[LayerReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def unpack(
+    image_text: str,
+    dest: str,
+    options: UnpackOptions,
+    progress: Progress,
+    warn: Callable[[str], None],
+) -> UnpackReport:
+    """Unpack IMAGE into the bundle directory `dest`; nothing appears at `dest` on failure."""
+    started = time.monotonic()
+    reference = parse_image_reference(image_text)
+    with Layout(reference.layout) as layout:
+        image = resolve_image(layout, reference.ref, options.platform)
+        report = UnpackReport(
+            image=reference.layout,
+            ref=reference.ref,
+            manifest=str(image.manifest.digest),
+            config=str(image.config_descriptor.digest),
+            platform=str(image.platform) if image.platform else None,
+            bundle=os.path.abspath(dest),
+        )
+        with BundleDir(dest) as bundle:
+            rootfs_path = os.path.join(bundle.path, "rootfs")
+            os.mkdir(rootfs_path, 0o755)
+            with Rootfs(rootfs_path, use_openat2=options.use_openat2) as rootfs:
+                applier = Applier(rootfs, is_root=os.geteuid() == 0, warn=warn)
+                for number, layer in enumerate(image.layers, 1):
+                    label = f"layer {number}/{len(image.layers)} {layer.descriptor.digest.short()}"
+                    report.layers.append(_apply_layer(layout, layer, applier, progress, label))
+                applier.finish()
+                if options.write_config:
+                    _write_config(bundle.path, image, rootfs, options.runtime)
+            bundle.commit()
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _apply_layer(
+    layout: Layout, layer: Layer, applier: Applier, progress: Progress, label: str
+) -> LayerReport:
+    descriptor = layer.descriptor
+    report = LayerReport(
+        str(descriptor.digest), descriptor.media_type, descriptor.size, str(layer.diff_id)
+    )
+    started = time.monotonic()
+    progress.start(label, descriptor.size)
+    what = f"layer {descriptor.digest}"
+    blob = layout.blob_chunks(descriptor, progress.advance)
+    plain = decompressed(blob, layer.compression, what)
+    counted = _counting(plain, report)
+    checked = verified(counted, layer.diff_id, None, f"{what}: uncompressed content (diff_id)")
+    report.entries = applier.apply_layer(TarReader(checked))
+    progress.finish()
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _counting(
+    chunks: Iterator[bytes | memoryview], report: LayerReport
+) -> Iterator[bytes | memoryview]:
+    for chunk in chunks:
+        report.uncompressed_size += len(chunk)
+        yield chunk
+
+
+def _write_config(bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOptions) -> None:
+    converted = runtime_config(image.config, rootfs.read_file, options)
+    user = converted.config["process"]["user"]
+    try:
+        for name in converted.volume_dirs:
+            path = os.path.join(bundle, name)
+            os.makedirs(path, 0o755, exist_ok=True)
+            os.chown(path, user["uid"], user["gid"])
+        with open(os.path.join(bundle, "config.json"), "x", encoding="utf-8") as file:
+            json.dump(converted.config, file, indent=2)
+            file.write("\n")
+    except OSError as error:
+        raise FilesystemError(f"{bundle}: cannot write config ({error.strerror})") from None

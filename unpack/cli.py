@@ -103,6 +103,14 @@ def _command_words(value: str | None, option: str) -> tuple[str, ...] | None:
         raise UsageError(f"{option}: {error}") from None
 
 
+def _checked_env(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--env` values must be KEY=VAL with a non-empty KEY."""
+    for value in values:
+        if not value.partition("=")[0] or "=" not in value:
+            raise UsageError(f"--env {value!r}: expected KEY=VAL")
+    return values
+
+
 def _raise_open_file_limit() -> None:
     """Deep trees need a directory fd per level while being removed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -170,7 +178,7 @@ def unpack_command(
         tty=tty,
         hostname=hostname,
         readonly_rootfs=readonly_rootfs,
-        env=env,
+        env=_checked_env(env),
         args=_command_words(args_, "--args"),
         entrypoint=_command_words(entrypoint, "--entrypoint"),
         volumes=volumes,

@@ -131,7 +131,8 @@ def _write_config(bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOpt
         for name in converted.volume_dirs:
             path = os.path.join(bundle, name)
             os.makedirs(path, 0o755, exist_ok=True)
-            os.chown(path, user["uid"], user["gid"])
+            if os.geteuid() == 0:
+                os.chown(path, user["uid"], user["gid"])
         with open(os.path.join(bundle, "config.json"), "x", encoding="utf-8") as file:
             json.dump(converted.config, file, indent=2)
             file.write("\n")

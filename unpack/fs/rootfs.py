@@ -41,6 +41,7 @@ class Rootfs:
         self.use_openat2 = openat2.available() if use_openat2 is None else use_openat2
         self._dirs: dict[tuple[str, ...], int] = {}
         self._stale = False
+        self._setgid: dict[int, bool] = {}
 
     def close(self) -> None:
         """Release the root fd and every cached directory fd."""
@@ -62,7 +63,19 @@ class Rootfs:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
+        self._setgid.clear()
         self._stale = False
+
+    def is_setgid_dir(self, fd: int) -> bool:
+        """Whether a directory from `dir_fd` has S_ISGID (its new children inherit its group)."""
+        flag = self._setgid.get(fd)
+        if flag is None:
+            flag = self._setgid[fd] = bool(os.fstat(fd).st_mode & stat.S_ISGID)
+        return flag
+
+    def dir_modes_changed(self) -> None:
+        """Forget cached S_ISGID answers after a directory's mode was set."""
+        self._setgid.clear()
 
     def dir_fd(self, parts: Parts, *, create: bool) -> int | None:
         """The fd of directory `parts` resolved inside the root (cached; do not close).
@@ -211,10 +224,10 @@ class Rootfs:
     def mkdir(self, dir_fd: int, name: str, mode: int) -> None:
         os.mkdir(name, mode, dir_fd=dir_fd)
 
-    def create_file(self, dir_fd: int, name: str) -> int:
-        """Create a new, empty regular file for writing (never an existing one)."""
+    def create_file(self, dir_fd: int, name: str, mode: int) -> int:
+        """Create a new, empty regular file for writing; FileExistsError if the name exists."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        return os.open(name, flags, 0o600, dir_fd=dir_fd)
+        return os.open(name, flags, mode, dir_fd=dir_fd)
 
     def symlink(self, target: str, dir_fd: int, name: str) -> None:
         os.symlink(target, name, dir_fd=dir_fd)

@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import xattr
 
@@ -35,6 +36,7 @@ _NODE_TYPES = {
 _XATTR_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)
 
 Warn = Callable[[str], None]
+T = TypeVar("T")
 
 
 class Applier:
@@ -48,6 +50,9 @@ class Applier:
         self._written: set[str] = set()
         self._ancestors: set[str] = set()
         self._warned: set[str] = set()
+        self._uid, self._gid = os.geteuid(), os.getegid()
+        # New names get their permission bits at creation unless a umask interferes.
+        self._exact_modes = _current_umask() == 0
 
     def apply_layer(self, reader: TarReader) -> int:
         """Apply every entry of one layer; return how many entries it had."""
@@ -86,7 +91,9 @@ class Applier:
             self._hide_lower_children(member.parts)
         elif action is Action.ROOT:
             root = self.rootfs.fd
-            self._own_and_mode(member.entry, fd=root)
+            self._chown(member.entry, fd=root)
+            os.fchmod(root, member.entry.mode)
+            self.rootfs.dir_modes_changed()
             self._remember_dir_times(os.fstat(root).st_ino, (), member.entry)
 
     def _note_written(self, path: str) -> None:
@@ -138,6 +145,8 @@ class Applier:
                 os.close(fd)
 
     # -- creation -------------------------------------------------------------
+    # Each create is tried first; only when the name exists (EEXIST) is it looked
+    # at and removed, so the common case costs no lstat.
 
     def _create(self, member: Member, reader: TarReader) -> None:
         entry, parts = member.entry, member.parts
@@ -149,33 +158,58 @@ class Applier:
         parent = rootfs.dir_fd(parts[:-1], create=True)
         assert parent is not None
         name = parts[-1]
-        existing = rootfs.lstat(parent, name)
-        if kind is EntryKind.DIR:
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                if existing is not None:
-                    rootfs.remove(parent, name, existing)
-                rootfs.mkdir(parent, name, 0o700)
-                existing = rootfs.lstat(parent, name)
-                assert existing is not None
-            self._own_and_mode(entry, dir_fd=parent, name=name)
-            self._xattrs(entry, dir_fd=parent, name=name)
-            self._remember_dir_times(existing.st_ino, parts, entry)
-            return
-        if existing is not None:
-            rootfs.remove(parent, name, existing)
         if kind is EntryKind.FILE:
             self._write_file(entry, reader, parent, name)
+        elif kind is EntryKind.DIR:
+            self._make_dir(entry, parts, parent, name)
         elif kind is EntryKind.SYMLINK:
-            rootfs.symlink(entry.linkname, parent, name)
-            self._own(entry, dir_fd=parent, name=name)
+            self._replacing(parent, name, lambda: rootfs.symlink(entry.linkname, parent, name))
+            if self._needs_chown(entry, parent):
+                self._chown(entry, dir_fd=parent, name=name)
             self._xattrs(entry, dir_fd=parent, name=name, symlink=True)
             rootfs.utime(parent, name, *_times(entry))
         else:
-            device = os.makedev(entry.devmajor, entry.devminor) if kind in _NODE_TYPES else 0
-            rootfs.mknod(parent, name, _NODE_TYPES[kind] | 0o600, device)
-            self._own_and_mode(entry, dir_fd=parent, name=name)
+            node_type = _NODE_TYPES[kind]
+            device = 0 if kind is EntryKind.FIFO else os.makedev(entry.devmajor, entry.devminor)
+            mode = node_type | (entry.mode & 0o777)
+            self._replacing(parent, name, lambda: rootfs.mknod(parent, name, mode, device))
+            if self._needs_chown(entry, parent):
+                self._chown(entry, dir_fd=parent, name=name)
+            if entry.mode & 0o7000 or not self._exact_modes:
+                rootfs.chmod(parent, name, entry.mode)
             self._xattrs(entry, dir_fd=parent, name=name)
             rootfs.utime(parent, name, *_times(entry))
+
+    def _replacing(self, parent: int, name: str, create: Callable[[], T]) -> T:
+        """Run `create`; if the name exists, remove what is there and run it again."""
+        try:
+            return create()
+        except FileExistsError:
+            pass
+        info = self.rootfs.lstat(parent, name)
+        if info is not None:
+            self.rootfs.remove(parent, name, info)
+        return create()
+
+    def _make_dir(self, entry: TarEntry, parts: tuple[str, ...], parent: int, name: str) -> None:
+        rootfs = self.rootfs
+        try:
+            rootfs.mkdir(parent, name, entry.mode & 0o777)
+        except FileExistsError:
+            existing = rootfs.lstat(parent, name)
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                rootfs.remove(parent, name, existing)
+                rootfs.mkdir(parent, name, entry.mode & 0o777)
+        info = rootfs.lstat(parent, name)
+        assert info is not None
+        chown = (info.st_uid, info.st_gid) != (entry.uid, entry.gid)
+        if chown:
+            self._chown(entry, dir_fd=parent, name=name)
+        if chown or stat.S_IMODE(info.st_mode) != entry.mode:
+            rootfs.chmod(parent, name, entry.mode)
+            rootfs.dir_modes_changed()
+        self._xattrs(entry, dir_fd=parent, name=name)
+        self._remember_dir_times(info.st_ino, parts, entry)
 
     def _hardlink(self, member: Member) -> None:
         rootfs, target = self.rootfs, member.link_parts
@@ -190,7 +224,11 @@ class Applier:
         parent = rootfs.dir_fd(member.parts[:-1], create=True)
         assert parent is not None
         name = member.parts[-1]
-        existing = rootfs.lstat(parent, name)
+        try:
+            rootfs.link(source_dir, target[-1], parent, name)
+            return
+        except FileExistsError:
+            existing = rootfs.lstat(parent, name)
         if existing is not None:
             if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
                 return
@@ -198,7 +236,10 @@ class Applier:
         rootfs.link(source_dir, target[-1], parent, name)
 
     def _write_file(self, entry: TarEntry, reader: TarReader, parent: int, name: str) -> None:
-        fd = self.rootfs.create_file(parent, name)
+        rootfs = self.rootfs
+        fd = self._replacing(
+            parent, name, lambda: rootfs.create_file(parent, name, entry.mode & 0o777)
+        )
         try:
             if entry.sparse is None:
                 for chunk in reader.data():
@@ -206,21 +247,25 @@ class Applier:
             else:
                 _write_sparse(fd, entry.sparse, reader.data())
                 os.ftruncate(fd, entry.size)
-            self._own_and_mode(entry, fd=fd)
-            self._xattrs(entry, fd=fd)
+            if self._needs_chown(entry, parent):
+                self._chown(entry, fd=fd)
+            if entry.mode & 0o7000 or not self._exact_modes:
+                os.fchmod(fd, entry.mode)
+            if entry.xattrs:
+                self._xattrs(entry, fd=fd)
             os.utime(fd, ns=_times(entry))
         finally:
             os.close(fd)
 
     # -- metadata: owner, then mode, then xattrs, then times --------------------
 
-    def _own(self, entry: TarEntry, *, dir_fd: int, name: str) -> None:
-        try:
-            self.rootfs.chown(dir_fd, name, entry.uid, entry.gid)
-        except PermissionError:
-            raise self._ownership_error(entry) from None
+    def _needs_chown(self, entry: TarEntry, parent: int) -> bool:
+        """New names belong to us (or the parent's group when it is setgid)."""
+        if entry.uid != self._uid or entry.gid != self._gid:
+            return True
+        return self.rootfs.is_setgid_dir(parent)
 
-    def _own_and_mode(
+    def _chown(
         self, entry: TarEntry, *, fd: int | None = None, dir_fd: int = -1, name: str = ""
     ) -> None:
         try:
@@ -230,10 +275,6 @@ class Applier:
                 self.rootfs.chown(dir_fd, name, entry.uid, entry.gid)
         except PermissionError:
             raise self._ownership_error(entry) from None
-        if fd is not None:
-            os.fchmod(fd, entry.mode)
-        else:
-            self.rootfs.chmod(dir_fd, name, entry.mode)
 
     def _ownership_error(self, entry: TarEntry) -> FilesystemError:
         return FilesystemError(
@@ -272,6 +313,12 @@ class Applier:
 
     def _remember_dir_times(self, inode: int, parts: tuple[str, ...], entry: TarEntry) -> None:
         self._dir_times[inode] = (parts, *_times(entry))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _times(entry: TarEntry) -> tuple[int, int]:

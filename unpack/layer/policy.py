@@ -33,7 +33,7 @@ class Action(enum.Enum):
     ROOT = "root"  # a directory entry for the rootfs itself: metadata only
     WHITEOUT = "whiteout"  # remove `parts` from lower layers
     OPAQUE = "opaque"  # hide the lower-layer children of directory `parts`
-    SKIP = "skip"  # AUFS metadata (.wh..wh.*): nothing to do
+    SKIP = "skip"  # AUFS metadata (.wh..wh.* and what is under it): nothing to do
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,8 @@ def admit(entry: TarEntry, *, devices_allowed: bool) -> Member:
     base = parts[-1]
     if base.startswith(WHITEOUT_PREFIX):
         return _whiteout(entry, parts)
+    if AUFS_META_PREFIX in entry.name and any(p.startswith(AUFS_META_PREFIX) for p in parts):
+        return Member(Action.SKIP, parts, entry)  # inside AUFS metadata like .wh..wh.plnk/
     if entry.kind is EntryKind.HARDLINK:
         link_parts = _checked_path(entry.linkname, "hardlink target", entry.name)
         if not link_parts:

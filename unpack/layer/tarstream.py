@@ -24,7 +24,6 @@ Decisions where the format is ambiguous:
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -48,8 +47,6 @@ from unpack.layer.tarheader import (
 
 __all__ = ["EntryKind", "TarEntry", "TarReader"]
 
-# name mode uid gid size mtime chksum type linkname magic+version (uname gname) dev dev prefix
-_HDR = struct.Struct("100s8s8s8s12s12s8sc100s8s64x8s8s155s12x")
 _ZERO = bytes(512)
 _FILE, _DIR = EntryKind.FILE, EntryKind.DIR
 _KIND = {
@@ -62,7 +59,9 @@ _NODATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
 _DEVICE = frozenset((b"3", b"4"))
 _META = frozenset((b"x", b"X", b"g", b"L", b"K", b"V", b"N", b"M"))
 _OCTAL_FIELD = b"01234567 \0"
-_NAMES = dict(enumerate(("", "mode", "uid", "gid", "size", "mtime", "checksum")))
+_NUL_SPACE = bytes.maketrans(b"\0", b" ")
+_FIELDS = ((100, 108, "mode"), (108, 116, "uid"), (116, 124, "gid"), (124, 136, "size"),
+           (136, 148, "mtime"), (148, 156, "checksum"))  # fmt: skip
 _adler = zlib.adler32
 
 
@@ -74,7 +73,8 @@ def _show(name: bytes | str) -> str:
 
 def _checksum_ok(h: bytes, stored: int) -> bool:
     # Adler-32's low half is 1 + the byte sum while that sum stays below 65521: three
-    # pieces of at most 244 bytes keep it there. The checksum field counts as 8 spaces.
+    # pieces of at most 244 bytes keep it there. 253: the checksum field counts as 8 spaces
+    # (256), less the three 1s.
     s = (_adler(h[:148]) & 0xFFFF) + (_adler(h[156:400]) & 0xFFFF) + (_adler(h[400:]) & 0xFFFF)
     if s + 253 == stored:
         return True
@@ -186,8 +186,13 @@ class TarReader:
         pairs: list[bytes] = []
         longname = longlink = None
         while True:
-            off = self._base + self._pos
-            h = self._read(512)
+            pos = self._pos
+            off = self._base + pos
+            if pos + 512 <= self._len:  # fast path: the header is inside the current chunk
+                h = self._mv[pos : pos + 512].tobytes()
+                self._pos = pos + 512
+            else:
+                h = self._read(512)
             if len(h) < 512 or h == _ZERO:
                 if h == _ZERO:
                     h = self._read(512)
@@ -201,18 +206,20 @@ class TarReader:
                     raise self._error("extended header without an entry", b"", off)
                 return None
             try:
-                f = _HDR.unpack_from(h)
                 nums = None
-                if not h[100:156].translate(None, _OCTAL_FIELD):  # fast path: plain octal
+                r = h[100:156]  # mode uid gid size mtime chksum: fast path for plain octal
+                if not r.translate(None, _OCTAL_FIELD):
+                    r = r.translate(_NUL_SPACE)  # int() skips spaces around digits, not NULs
                     try:
-                        nums = [int(f[i].strip(b" \0") or b"0", 8) for i in (1, 2, 3, 4, 5, 6)]
-                    except ValueError:
-                        pass
+                        nums = (int(r[:8], 8), int(r[8:16], 8), int(r[16:24], 8),
+                                int(r[24:36], 8), int(r[36:48], 8), int(r[48:], 8))  # fmt: skip
+                    except ValueError:  # an empty field, or a space or NUL between digits
+                        nums = None
                 if nums is None:
-                    nums = [num(f[i], _NAMES[i]) for i in (1, 2, 3, 4, 5, 6)]
+                    nums = [num(h[a:b], w) for a, b, w in _FIELDS]
                 if not _checksum_ok(h, nums[5]):
                     raise Malformed("bad header checksum")
-                t, size = f[7], nums[3]
+                t, size = h[156:157], nums[3]
                 if size < 0:
                     raise Malformed("negative size")
                 if t in _META:
@@ -234,7 +241,7 @@ class TarReader:
                     elif not self._skip(size + (-size % 512)):  # 'V', 'N'
                         raise Malformed("truncated tar data")
                     continue
-                return self._entry(h, f, t, nums, pax, pairs, glob, longname, longlink)
+                return self._entry(h, t, nums, pax, pairs, glob, longname, longlink)
             except Malformed as e:
                 raise self._error(str(e), h[:100], off) from None
 
@@ -244,30 +251,32 @@ class TarReader:
             raise Malformed("truncated tar extended header")
         return data
 
-    def _entry(self, h, f, t, nums, pax, pairs, glob, longname, longlink) -> TarEntry:
-        name = f[0]
-        if (i := name.find(b"\0")) >= 0:
-            name = name[:i]
-        ustar = f[9][:6] == b"ustar\0"
-        if ustar and f[12][0]:
-            prefix = f[12][:131] if h[508:512] == b"tar\0" else f[12]
+    def _entry(self, h, t, nums, pax, pairs, glob, longname, longlink) -> TarEntry:
+        i = h.find(b"\0", 0, 100)
+        name = h[: i if i >= 0 else 100]
+        ustar = h[257:263] == b"ustar\0"
+        if ustar and h[345]:
+            prefix = h[345:476] if h[508:512] == b"tar\0" else h[345:500]
             name = prefix.split(b"\0", 1)[0] + b"/" + name
         if longname is not None:
             name = longname
-        link = f[8]
-        if (i := link.find(b"\0")) >= 0:
-            link = link[:i]
         if longlink is not None:
             link = longlink
+        elif h[157]:
+            i = h.find(b"\0", 157, 257)
+            link = h[157 : i if i >= 0 else 257]
+        else:
+            link = b""
         mode, uid, gid, size, mtime, _ = nums
         if mode < 0 or uid < 0 or gid < 0:
             raise Malformed("negative mode, uid or gid")
-        dev = t in _DEVICE and (ustar or f[9] == b"ustar  \0")
+        dev = t in _DEVICE and (ustar or h[257:265] == b"ustar  \0")
         e = TarEntry(
             name.decode("utf-8", "surrogateescape"), _KIND.get(t, _FILE), mode & 0o7777,
             uid, gid, size, mtime * 1_000_000_000, None,
             link.decode("utf-8", "surrogateescape"),
-            num(f[10], "devmajor") if dev else 0, num(f[11], "devminor") if dev else 0, {}, None,
+            num(h[329:337], "devmajor") if dev else 0, num(h[337:345], "devminor") if dev else 0,
+            {}, None,
         )  # fmt: skip
         if glob or pax is not None:
             recs = dict(glob)

@@ -17,8 +17,9 @@ from unpack.image.platform import Platform
 from unpack.image.reference import parse_image_reference
 from unpack.image.resolve import Image, Layer, resolve_image
 from unpack.layer.applier import Applier
-from unpack.layer.compression import decompressed
+from unpack.layer.compression import Compression, decompressed
 from unpack.layer.tarstream import TarReader
+from unpack.prefetch import prefetched
 from unpack.progress import Progress
 from unpack.verify import verified
 
@@ -67,8 +68,26 @@ def unpack(
     progress: Progress,
     warn: Callable[[str], None],
 ) -> UnpackReport:
-    """Unpack IMAGE into the bundle directory `dest`; nothing appears at `dest` on failure."""
+    """Unpack IMAGE into the bundle directory `dest`; nothing appears at `dest` on failure.
+
+    Runs with umask 0 so that every name gets exactly the mode its entry says.
+    """
     started = time.monotonic()
+    previous_umask = os.umask(0)
+    try:
+        return _unpack(image_text, dest, options, progress, warn, started)
+    finally:
+        os.umask(previous_umask)
+
+
+def _unpack(
+    image_text: str,
+    dest: str,
+    options: UnpackOptions,
+    progress: Progress,
+    warn: Callable[[str], None],
+    started: float,
+) -> UnpackReport:
     reference = parse_image_reference(image_text)
     with Layout(reference.layout) as layout:
         image = resolve_image(layout, reference.ref, options.platform)
@@ -105,15 +124,29 @@ def _apply_layer(
     )
     started = time.monotonic()
     progress.start(label, descriptor.size)
-    what = f"layer {descriptor.digest}"
-    blob = layout.blob_chunks(descriptor, progress.advance)
-    plain = decompressed(blob, layer.compression, what)
-    counted = _counting(plain, report)
-    checked = verified(counted, layer.diff_id, None, f"{what}: uncompressed content (diff_id)")
-    report.entries = applier.apply_layer(TarReader(checked))
+    report.entries = applier.apply_layer(
+        TarReader(prefetched(_layer_stream(layout, layer, report, progress)))
+    )
     progress.finish()
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _layer_stream(
+    layout: Layout, layer: Layer, report: LayerReport, progress: Progress
+) -> Iterator[bytes | memoryview]:
+    """Blob → size and digest check → decompression → diff_id check, as one chunk stream.
+
+    For an uncompressed layer whose digest is its diff_id, the blob check
+    already hashes exactly those bytes, so they are hashed once.
+    """
+    descriptor = layer.descriptor
+    what = f"layer {descriptor.digest}"
+    blob = layout.blob_chunks(descriptor, progress.advance)
+    plain = _counting(decompressed(blob, layer.compression, what), report)
+    if layer.compression is Compression.NONE and layer.diff_id == descriptor.digest:
+        return plain
+    return verified(plain, layer.diff_id, None, f"{what}: uncompressed content (diff_id)")
 
 
 def _counting(
@@ -133,7 +166,9 @@ def _write_config(bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOpt
             os.makedirs(path, 0o755, exist_ok=True)
             if os.geteuid() == 0:
                 os.chown(path, user["uid"], user["gid"])
-        with open(os.path.join(bundle, "config.json"), "x", encoding="utf-8") as file:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        descriptor = os.open(os.path.join(bundle, "config.json"), flags, 0o644)
+        with open(descriptor, "w", encoding="utf-8") as file:
             json.dump(converted.config, file, indent=2)
             file.write("\n")
     except OSError as error:

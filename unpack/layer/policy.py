@@ -22,6 +22,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 AUFS_META_PREFIX = ".wh..wh."
 PATH_MAX = 4096
 NAME_MAX = 255
+MAX_ID = 2**32 - 2  # uid_t is 32 bits and (uid_t)-1 means "leave unchanged"
 
 _DEVICES = (EntryKind.CHARDEV, EntryKind.BLOCKDEV)
 
@@ -65,6 +66,8 @@ def clean_path(name: str) -> tuple[str, ...]:
 def admit(entry: TarEntry, *, devices_allowed: bool) -> Member:
     """Decide what may be done with `entry`; raise LayerError to refuse it."""
     parts = _checked_path(entry.name, "name", entry.name)
+    if not (0 <= entry.uid <= MAX_ID and 0 <= entry.gid <= MAX_ID):
+        raise LayerError(f"entry {entry.name!r}: owner {entry.uid}:{entry.gid} out of range")
     if not parts:
         if entry.kind is EntryKind.DIR:
             return Member(Action.ROOT, parts, entry)

@@ -38,12 +38,27 @@ class _DefaultToUnpack(click.Group):
     """`oci-unpack IMAGE DIR` means `oci-unpack unpack IMAGE DIR`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
             args = ["unpack", *args]
         return super().parse_args(ctx, args)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Report click's usage errors as one line too, keeping exit code 2."""
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED, debug=False)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code, debug=False)
 
-@click.group(cls=_DefaultToUnpack, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(
+    cls=_DefaultToUnpack,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
     """Turn an OCI container image into a runtime bundle that runc and crun run.
@@ -184,7 +199,7 @@ def unpack_command(
         volumes=volumes,
     )
     options = UnpackOptions(
-        platform=Platform.parse(platform) if platform else None,
+        platform=None if platform is None else Platform.parse(platform),
         runtime=runtime,
         write_config=not no_config,
     )

@@ -42,6 +42,8 @@ class Rootfs:
         self._dirs: dict[tuple[str, ...], int] = {}
         self._stale = False
         self._setgid: dict[int, bool] = {}
+        self._physical: dict[int, str] = {}
+        self._real = os.readlink(f"/proc/self/fd/{self.fd}")
 
     def close(self) -> None:
         """Release the root fd and every cached directory fd."""
@@ -64,6 +66,7 @@ class Rootfs:
             os.close(fd)
         self._dirs.clear()
         self._setgid.clear()
+        self._physical.clear()
         self._stale = False
 
     def is_setgid_dir(self, fd: int) -> bool:
@@ -72,6 +75,25 @@ class Rootfs:
         if flag is None:
             flag = self._setgid[fd] = bool(os.fstat(fd).st_mode & stat.S_ISGID)
         return flag
+
+    def physical_path(self, fd: int, *, cache: bool = True) -> str:
+        """Where directory `fd` really is, relative to the rootfs ("" for the root).
+
+        `cache` is for fds from `dir_fd` (they stay open while cached); an fd
+        the caller will close must not be cached.
+        """
+        where = self._physical.get(fd) if cache else None
+        if where is None:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target == self._real or fd == self.fd:
+                where = ""
+            elif target.startswith(self._real + "/"):
+                where = target[len(self._real) + 1 :]
+            else:
+                raise FilesystemError(f"directory fd {fd} is outside the rootfs ({target})")
+            if cache:
+                self._physical[fd] = where
+        return where
 
     def dir_modes_changed(self) -> None:
         """Forget cached S_ISGID answers after a directory's mode was set."""

@@ -108,8 +108,8 @@ def _manifests(
 def _pick_platform(
     leaves: list[Descriptor], wanted: Platform | None, ref: str | None, where: str
 ) -> Descriptor:
-    if len(leaves) == 1 and leaves[0].platform is None:
-        return leaves[0]
+    if len(leaves) == 1 and (wanted is None or leaves[0].platform is None):
+        return leaves[0]  # one image: take it whatever its platform, unless one was asked for
     target = wanted or Platform.host()
     matches = [d for d in leaves if d.platform is None or d.platform == target]
     if matches:

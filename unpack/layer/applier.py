@@ -33,6 +33,7 @@ _NODE_TYPES = {
     EntryKind.BLOCKDEV: stat.S_IFBLK,
     EntryKind.FIFO: stat.S_IFIFO,
 }
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)
 
 Warn = Callable[[str], None]
@@ -83,18 +84,28 @@ class Applier:
     def _apply(self, member: Member, reader: TarReader) -> None:
         action = member.action
         if action is Action.CREATE:
-            self._create(member, reader)
-            self._note_written(member.path)
+            self._note_written(self._create(member, reader))
         elif action is Action.WHITEOUT:
             self._whiteout(member.parts)
         elif action is Action.OPAQUE:
-            self._hide_lower_children(member.parts)
+            top = self.rootfs.open_dir(member.parts)
+            if top is not None:
+                self._hide_lower_children(top, self.rootfs.physical_path(top, cache=False))
         elif action is Action.ROOT:
             root = self.rootfs.fd
             self._chown(member.entry, fd=root)
             os.fchmod(root, member.entry.mode)
             self.rootfs.dir_modes_changed()
             self._remember_dir_times(os.fstat(root).st_ino, (), member.entry)
+
+    def _key(self, parent: int, name: str) -> str:
+        """Where `name` in directory `parent` physically is, relative to the rootfs.
+
+        Same-layer bookkeeping uses these keys, so a path written through a
+        symlinked parent is recognised under its real name too.
+        """
+        where = self.rootfs.physical_path(parent)
+        return f"{where}/{name}" if where else name
 
     def _note_written(self, path: str) -> None:
         self._written.add(path)
@@ -108,24 +119,29 @@ class Applier:
     # -- whiteouts ------------------------------------------------------------
 
     def _whiteout(self, parts: tuple[str, ...]) -> None:
-        path = "/".join(parts)
-        if path in self._written or path in self._ancestors:
-            # The same layer wrote this path (or below it): only lower content goes.
-            self._hide_lower_children(parts)
-            return
         parent = self.rootfs.dir_fd(parts[:-1], create=False)
         if parent is None:
             return
-        info = self.rootfs.lstat(parent, parts[-1])
-        if info is not None:
-            self.rootfs.remove(parent, parts[-1], info)
-
-    def _hide_lower_children(self, parts: tuple[str, ...]) -> None:
-        """Remove what lower layers put under directory `parts`, keeping this layer's."""
-        top = self.rootfs.open_dir(parts)
-        if top is None:
+        name = parts[-1]
+        key = self._key(parent, name)
+        if key in self._written or key in self._ancestors:
+            # The same layer wrote this path (or below it): only lower content goes.
+            try:
+                fd = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
+            except OSError:
+                return  # not a directory: what the layer wrote there stays
+            self._hide_lower_children(fd, key)
             return
-        pending: list[tuple[int, str]] = [(top, "/".join(parts))]
+        info = self.rootfs.lstat(parent, name)
+        if info is not None:
+            self.rootfs.remove(parent, name, info)
+
+    def _hide_lower_children(self, top: int, top_key: str) -> None:
+        """Remove what lower layers left under directory fd `top`, keeping this layer's.
+
+        Takes ownership of `top` (closes it).
+        """
+        pending: list[tuple[int, str]] = [(top, top_key)]
         while pending:
             fd, path = pending.pop()
             try:
@@ -135,8 +151,7 @@ class Applier:
                     child = f"{path}/{name}" if path else name
                     kept = child in self._written or child in self._ancestors
                     if kept and is_dir:
-                        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                        pending.append((os.open(name, flags, dir_fd=fd), child))
+                        pending.append((os.open(name, _DIR_NOFOLLOW, dir_fd=fd), child))
                     elif not kept:
                         info = self.rootfs.lstat(fd, name)
                         if info is not None:
@@ -148,16 +163,17 @@ class Applier:
     # Each create is tried first; only when the name exists (EEXIST) is it looked
     # at and removed, so the common case costs no lstat.
 
-    def _create(self, member: Member, reader: TarReader) -> None:
+    def _create(self, member: Member, reader: TarReader) -> str:
+        """Create the member's entry; return its physical key (see `_key`)."""
         entry, parts = member.entry, member.parts
         kind = entry.kind
         if kind is EntryKind.HARDLINK:
-            self._hardlink(member)
-            return
+            return self._hardlink(member)
         rootfs = self.rootfs
         parent = rootfs.dir_fd(parts[:-1], create=True)
         assert parent is not None
         name = parts[-1]
+        key = self._key(parent, name)
         if kind is EntryKind.FILE:
             self._write_file(entry, reader, parent, name)
         elif kind is EntryKind.DIR:
@@ -179,6 +195,7 @@ class Applier:
                 rootfs.chmod(parent, name, entry.mode)
             self._xattrs(entry, dir_fd=parent, name=name)
             rootfs.utime(parent, name, *_times(entry))
+        return key
 
     def _replacing(self, parent: int, name: str, create: Callable[[], T]) -> T:
         """Run `create`; if the name exists, remove what is there and run it again."""
@@ -211,7 +228,7 @@ class Applier:
         self._xattrs(entry, dir_fd=parent, name=name)
         self._remember_dir_times(info.st_ino, parts, entry)
 
-    def _hardlink(self, member: Member) -> None:
+    def _hardlink(self, member: Member) -> str:
         rootfs, target = self.rootfs, member.link_parts
         source_dir = rootfs.dir_fd(target[:-1], create=False)
         source = None if source_dir is None else rootfs.lstat(source_dir, target[-1])
@@ -224,16 +241,18 @@ class Applier:
         parent = rootfs.dir_fd(member.parts[:-1], create=True)
         assert parent is not None
         name = member.parts[-1]
+        key = self._key(parent, name)
         try:
             rootfs.link(source_dir, target[-1], parent, name)
-            return
+            return key
         except FileExistsError:
             existing = rootfs.lstat(parent, name)
         if existing is not None:
             if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
-                return
+                return key
             rootfs.remove(parent, name, existing)
         rootfs.link(source_dir, target[-1], parent, name)
+        return key
 
     def _write_file(self, entry: TarEntry, reader: TarReader, parent: int, name: str) -> None:
         rootfs = self.rootfs

@@ -36,9 +36,14 @@ def detect(head: bytes) -> Compression:
     """Name the compression whose magic bytes start `head` (NONE if neither)."""
     if head.startswith(GZIP_MAGIC):
         return Compression.GZIP
-    if head.startswith(ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC) or _is_skippable_frame(head):
         return Compression.ZSTD
     return Compression.NONE
+
+
+def _is_skippable_frame(head: bytes) -> bool:
+    """zstd streams may begin with a skippable frame (pzstd writes one)."""
+    return len(head) >= 4 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50
 
 
 def decompressed(

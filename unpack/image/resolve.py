@@ -47,7 +47,10 @@ def resolve_image(layout: Layout, ref: str | None, platform: Platform | None) ->
     index = layout.index()
     check_schema_version(index, f"{layout.path}/index.json")
     entries = descriptor_list(index, "manifests", f"{layout.path}/index.json")
-    candidates = _select_by_ref(entries, ref, layout.path)
+    if ref is not None and ref.split(":", 1)[0] in ("sha256", "sha512"):
+        candidates = [_find_digest(layout, entries, Digest.parse(ref))]
+    else:
+        candidates = _select_by_ref(entries, ref, layout.path)
     leaves = [leaf for c in candidates for leaf in _manifests(layout, c, 0, frozenset())]
     manifest = _pick_platform(leaves, platform, ref, layout.path)
     return _load_manifest(layout, manifest, explicit=platform)
@@ -64,18 +67,28 @@ def _select_by_ref(entries: list[Descriptor], ref: str | None, where: str) -> li
             f"{where} holds {len(entries)} manifests and none is tagged 'latest'; "
             f"choose one of: {_refs_present(entries)}"
         )
-    if ":" in ref and ref.split(":", 1)[0] in ("sha256", "sha512"):
-        digest = Digest.parse(ref)
-        found = [e for e in entries if e.digest == digest]
-        if found:
-            return found[:1]
-        raise ImageError(f"no manifest {digest} in {where}/index.json")
     tagged = [e for e in entries if e.annotations.get(REF_NAME) == ref]
     if not tagged:
         raise ImageError(
             f"no image tagged {ref!r} in {where}; refs present: {_refs_present(entries)}"
         )
     return tagged
+
+
+def _find_digest(layout: Layout, entries: list[Descriptor], digest: Digest) -> Descriptor:
+    """The descriptor with `digest`, in index.json or any index nested under it."""
+    pending = [(entry, 0) for entry in entries]
+    while pending:
+        descriptor, depth = pending.pop(0)
+        if descriptor.digest == digest:
+            return descriptor
+        if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
+            what = f"image index {descriptor.digest}"
+            index = layout.read_json(descriptor, "image index")
+            check_schema_version(index, what)
+            children = descriptor_list(index, "manifests", what)
+            pending.extend((child, depth + 1) for child in children)
+    raise ImageError(f"no manifest {digest} in {layout.path}/index.json or the indexes under it")
 
 
 def _refs_present(entries: list[Descriptor]) -> str:

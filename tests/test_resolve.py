@@ -464,3 +464,12 @@ def test_image_platform_comes_from_the_config(tmp_path: Path) -> None:
     assert image.platform is not None
     assert image.platform.architecture == host_platform()["architecture"]
     assert [str(layer.diff_id) for layer in image.layers] == [digest_of(TAR)]
+
+
+def test_digest_ref_names_a_manifest_inside_a_nested_index(tmp_path: Path) -> None:
+    out = LayoutWriter(tmp_path / "img")
+    manifest = simple_image(out)
+    out.tag(nest(out, manifest, 2), "latest")
+    out.write()
+    image = resolve(tmp_path / "img", manifest["digest"])
+    assert str(image.manifest.digest) == manifest["digest"]

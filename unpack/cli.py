@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import resource
 import shlex
 import signal
@@ -18,8 +19,11 @@ import click
 from unpack import __version__
 from unpack.config import RuntimeOptions
 from unpack.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Interrupted, UnpackError, UsageError
+from unpack.idmap import IdMap
 from unpack.image.platform import Platform
 from unpack.progress import Progress
+from unpack.source import SourceOptions
+from unpack.verbs.inspect import inspect_image, report_json, report_table
 from unpack.verbs.unpack import UnpackOptions, unpack
 
 PROG = "oci-unpack"
@@ -30,6 +34,7 @@ Exit codes:
   2    usage error (bad option or argument)
   3    bad image: malformed, corrupt, unsupported, or failing verification
   4    filesystem error at the destination (exists, permission, disk full)
+  5    registry unreachable or refusing (connection, TLS, authentication)
   70   internal error (a bug: please report it with --debug output)
   130  interrupted (SIGINT/SIGTERM); nothing is left at DIR"""
 
@@ -126,6 +131,34 @@ def _checked_env(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _source_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that say how to reach a registry (and where to cache its blobs)."""
+    options = [
+        click.option("--creds", metavar="USER:PASS",
+                     help="Registry credentials (default: from the auth files)."),
+        click.option("--authfile", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Registry auth file (default: $REGISTRY_AUTH_FILE, "
+                          "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."),
+        click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+                     metavar="BOOL",
+                     help="Verify registry TLS certificates; false also allows plain HTTP."),
+        click.option("--cert-dir", type=click.Path(file_okay=False), metavar="DIR",
+                     help="CA certificates (*.crt) and client pairs (*.cert, *.key) "
+                          "for the registry."),
+        click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
+                     help="Keep fetched blobs in this OCI layout and reuse them."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _source(creds: str | None, authfile: str | None, tls_verify: bool, cert_dir: str | None,
+            cache: str | None) -> SourceOptions:
+    return SourceOptions(creds=creds, authfile=authfile, tls_verify=tls_verify,
+                         cert_dir=cert_dir, cache=cache)
+
+
 def _raise_open_file_limit() -> None:
     """Deep trees need a directory fd per level while being removed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -153,9 +186,19 @@ def _raise_open_file_limit() -> None:
 @click.option("--volumes", type=click.Choice(["tmpfs", "bind", "none"]), default="tmpfs",
               show_default=True,
               help="How image Volumes are mounted: tmpfs, bind (from DIR/volumes/), or none.")
+@click.option("--rootless", is_flag=True,
+              help="Unpack as an unprivileged user would (owners recorded in the "
+                   "user.rootlesscontainers xattr, devices as placeholders) and write a "
+                   "rootless config.json. Implied when not running as root.")
+@click.option("--uid-map", multiple=True, metavar="CONTAINER:HOST:SIZE",
+              help="Map container uids to host uids for file owners and config.json "
+                   "(repeatable; needs --gid-map too).")
+@click.option("--gid-map", multiple=True, metavar="CONTAINER:HOST:SIZE",
+              help="Map container gids to host gids (repeatable; needs --uid-map too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no warnings.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (digests, layers, sizes, times) on stdout.")
+@_source_options
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
 @_reports_errors
 def unpack_command(
@@ -170,15 +213,30 @@ def unpack_command(
     entrypoint: str | None,
     args_: str | None,
     volumes: str,
+    rootless: bool,
+    uid_map: tuple[str, ...],
+    gid_map: tuple[str, ...],
     quiet: bool,
     as_json: bool,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool,
+    cert_dir: str | None,
+    cache: str | None,
 ) -> None:
     """Unpack IMAGE into the runtime bundle DIR (DIR/config.json and DIR/rootfs).
 
-    IMAGE is an OCI image layout directory, optionally followed by :REF — a
-    tag (the org.opencontainers.image.ref.name annotation in index.json) or a
-    manifest digest (sha256:...). Without REF: the only image in the layout,
-    else the one tagged 'latest'.
+    \b
+    IMAGE is one of (skopeo's transport names):
+      oci:PATH[:REF]                          an OCI image layout directory
+      oci-archive:PATH[:REF]                  an OCI layout in a tar (.tar, .tar.gz)
+      docker-archive:PATH[:NAME:TAG]          a docker save / docker-archive tarball
+      docker://HOST[:PORT]/NAME[:TAG|@DIGEST] an image in a registry
+      PATH[:REF]                              a layout directory, or an archive file
+
+    REF is a tag (the org.opencontainers.image.ref.name annotation) or a
+    manifest digest (sha256:...). Without REF: the only image, else the one
+    tagged 'latest'.
 
     DIR must not exist or be empty. The bundle is built beside it and moved
     into place only when complete: after any failure nothing is left at DIR.
@@ -187,6 +245,8 @@ def unpack_command(
     Examples:
       oci-unpack ./busybox-layout:latest ./bundle && runc run -b ./bundle demo
       oci-unpack --platform linux/arm64 ./multi:v1 ./bundle-arm64
+      oci-unpack docker-archive:./saved.tar:busybox:latest ./bundle
+      oci-unpack --cache ~/.cache/oci docker://registry.example:5000/app:1.2 ./bundle
     """
     _raise_open_file_limit()
     runtime = RuntimeOptions(
@@ -202,7 +262,13 @@ def unpack_command(
         platform=None if platform is None else Platform.parse(platform),
         runtime=runtime,
         write_config=not no_config,
+        source=_source(creds, authfile, tls_verify, cert_dir, cache),
+        rootless=rootless or os.geteuid() != 0,
+        uid_map=IdMap.parse(uid_map, "uid"),
+        gid_map=IdMap.parse(gid_map, "gid"),
     )
+    if bool(uid_map) != bool(gid_map):
+        raise UsageError("--uid-map and --gid-map go together: give both")
 
     def warn(message: str) -> None:
         if not quiet:
@@ -213,3 +279,35 @@ def unpack_command(
         click.echo(json.dumps(dataclasses.asdict(report), indent=2))
 
 
+
+
+@main.command("inspect", epilog=EXIT_CODES_HELP)
+@click.argument("image")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="Platform to describe in a multi-platform image (default: this machine's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_source_options
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@_reports_errors
+def inspect_command(
+    image: str,
+    platform: str | None,
+    as_json: bool,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool,
+    cert_dir: str | None,
+    cache: str | None,
+) -> None:
+    """Describe IMAGE without unpacking it: platforms, manifest, layers, config.
+
+    IMAGE takes the same forms as for `oci-unpack unpack` (oci:, oci-archive:,
+    docker-archive:, docker://, or a path). Only the index, manifest and
+    config are read; no layer is downloaded.
+    """
+    report = inspect_image(
+        image,
+        Platform.parse(platform) if platform else None,
+        _source(creds, authfile, tls_verify, cert_dir, cache),
+    )
+    click.echo(report_json(report) if as_json else report_table(report))

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_IMAGE = 3
 EXIT_FILESYSTEM = 4
+EXIT_NETWORK = 5
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
@@ -40,6 +41,12 @@ class FilesystemError(UnpackError):
     """The destination cannot be written (exists, permission, disk full, ...)."""
 
     exit_code = EXIT_FILESYSTEM
+
+
+class NetworkError(UnpackError):
+    """A registry could not be reached or refused us (connection, TLS, authentication, HTTP)."""
+
+    exit_code = EXIT_NETWORK
 
 
 class UsageError(UnpackError):

@@ -21,15 +21,27 @@ onto :func:`~unpack.config.template.default_config`:
   present and not empty (``os.features`` and ``exposedPorts`` comma-joined, the ports
   sorted; ``created`` verbatim), overridden by the config's Labels.
 * ``mounts`` gain the Volumes as :mod:`~unpack.config.volumes` describes.
+* with ID mappings or ``rootless``, a user namespace whose mappings cover the process
+  user, and for rootless the shape of ``runc spec --rootless``
+  (:mod:`~unpack.config.rootless`).
 
 An image ``os`` other than ``linux`` is refused; a missing ``os`` is taken as linux.
 """
 
+import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from unpack.config.rootless import (
+    HostIds,
+    IdMapping,
+    add_user_namespace,
+    covers,
+    make_rootless,
+    rootless_mappings,
+)
 from unpack.config.template import DEFAULT_ARGS, DEFAULT_PATH, default_config
 from unpack.config.user import resolve_user
 from unpack.config.volumes import volume_mounts
@@ -50,6 +62,10 @@ class RuntimeOptions:
     args: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     volumes: str = "tmpfs"
+    rootless: bool = False
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+    host: HostIds = dataclasses.field(default_factory=HostIds)
 
 
 @dataclass(frozen=True)
@@ -214,4 +230,22 @@ def runtime_config(
     reserved = [mount["destination"] for mount in spec["mounts"]]
     mounts, volume_dirs = volume_mounts(volumes, options.volumes, user.uid, user.gid, reserved)
     spec["mounts"].extend(mounts)
+    if options.rootless or options.uid_mappings or options.gid_mappings:
+        _user_namespace(spec, user.uid, user.gid, options)
     return RuntimeBundle(spec, volume_dirs)
+
+
+def _user_namespace(spec: dict[str, Any], uid: int, gid: int, options: RuntimeOptions) -> None:
+    """A user namespace whose mappings cover the process user; rootless shape if asked."""
+    host = options.host
+    uids = list(options.uid_mappings) or rootless_mappings(uid, host.uid, host.subuid)
+    gids = list(options.gid_mappings) or rootless_mappings(gid, host.gid, host.subgid)
+    for kind, mappings, wanted in (("uid", uids, uid), ("gid", gids, gid)):
+        if not covers(mappings, wanted):
+            raise ConfigError(
+                f"the process {kind} {wanted} is not covered by the {kind} mappings "
+                f"{mappings}: the runtime could not start it"
+            )
+    add_user_namespace(spec, uids, gids)
+    if options.rootless:
+        make_rootless(spec)

@@ -23,6 +23,7 @@ import xattr
 
 from unpack.errors import FilesystemError, LayerError
 from unpack.fs import openat2
+from unpack.idmap import IdMap
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _MAX_SYMLINKS = 40
@@ -35,8 +36,18 @@ Parts = Sequence[str]
 class Rootfs:
     """A rootfs directory and the confined operations on it."""
 
-    def __init__(self, path: str, *, use_openat2: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        use_openat2: bool | None = None,
+        uid_map: IdMap | None = None,
+        gid_map: IdMap | None = None,
+    ) -> None:
         self.path = path
+        self.uid_map = uid_map or IdMap(kind="uid")
+        self.gid_map = gid_map or IdMap(kind="gid")
+        self._owner = (os.geteuid(), os.getegid())
         self.fd = os.open(path, _DIR_FLAGS | os.O_NOFOLLOW)
         self.use_openat2 = openat2.available() if use_openat2 is None else use_openat2
         self._dirs: dict[tuple[str, ...], int] = {}
@@ -261,22 +272,43 @@ class Rootfs:
     def mknod(self, dir_fd: int, name: str, mode: int, device: int) -> None:
         os.mknod(name, mode, device, dir_fd=dir_fd)
 
+    def owner_needs_setting(self, uid: int, gid: int, parent: int) -> bool:
+        """Whether a name just created in `parent` needs an owner change to get uid:gid.
+
+        New names belong to us, or to the parent's group when it is setgid.
+        """
+        if (self.uid_map.to_host(uid), self.gid_map.to_host(gid)) != self._owner:
+            return True
+        return self.is_setgid_dir(parent)
+
+    def owner_differs(self, info: os.stat_result, uid: int, gid: int) -> bool:
+        """Whether an existing name's owner is not (the host IDs of) uid:gid."""
+        wanted = (self.uid_map.to_host(uid), self.gid_map.to_host(gid))
+        return (info.st_uid, info.st_gid) != wanted
+
     def chown(self, dir_fd: int, name: str, uid: int, gid: int) -> None:
-        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        """Give a name (never a symlink's target) container owner uid:gid."""
+        host_uid, host_gid = self.uid_map.to_host(uid), self.gid_map.to_host(gid)
+        os.chown(name, host_uid, host_gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def fchown(self, fd: int, uid: int, gid: int) -> None:
-        os.fchown(fd, uid, gid)
+        os.fchown(fd, self.uid_map.to_host(uid), self.gid_map.to_host(gid))
 
-    @staticmethod
-    def chmod(dir_fd: int, name: str, mode: int) -> None:
+    def finish(self) -> None:
+        """Work left until every layer is applied (none for the default implementation)."""
+
+    def chmod(self, dir_fd: int, name: str, mode: int) -> None:
         """chmod a name known not to be a symlink (symlinks have no mode on Linux)."""
         os.chmod(name, mode, dir_fd=dir_fd)
 
     @staticmethod
-    def set_xattr(dir_fd: int, name: str, key: str, value: bytes) -> None:
+    def proc_path(dir_fd: int, name: str) -> bytes:
+        """A path naming `name` in `dir_fd` for calls that take no dir fd (xattrs)."""
+        return b"/proc/self/fd/%d/%s" % (dir_fd, os.fsencode(name))
+
+    def set_xattr(self, dir_fd: int, name: str, key: str, value: bytes) -> None:
         """Set an xattr on the name itself (not a symlink's target)."""
-        path = b"/proc/self/fd/%d/%s" % (dir_fd, os.fsencode(name))
-        xattr.set(path, key, value, nofollow=True)
+        xattr.set(self.proc_path(dir_fd, name), key, value, nofollow=True)
 
     @staticmethod
     def utime(dir_fd: int, name: str, atime_ns: int, mtime_ns: int) -> None:

@@ -43,15 +43,13 @@ T = TypeVar("T")
 class Applier:
     """Applies layers in order onto one rootfs; call `finish` after the last."""
 
-    def __init__(self, rootfs: Rootfs, *, is_root: bool, warn: Warn) -> None:
+    def __init__(self, rootfs: Rootfs, *, warn: Warn) -> None:
         self.rootfs = rootfs
-        self.is_root = is_root
         self.warn = warn
         self._dir_times: dict[int, tuple[tuple[str, ...], int, int]] = {}
         self._written: set[str] = set()
         self._ancestors: set[str] = set()
         self._warned: set[str] = set()
-        self._uid, self._gid = os.geteuid(), os.getegid()
         # New names get their permission bits at creation unless a umask interferes.
         self._exact_modes = _current_umask() == 0
 
@@ -60,7 +58,7 @@ class Applier:
         self._written = set()
         self._ancestors = set()
         for entry in reader:
-            member = admit(entry, devices_allowed=self.is_root)
+            member = admit(entry)
             try:
                 self._apply(member, reader)
             except OSError as error:
@@ -219,7 +217,7 @@ class Applier:
                 rootfs.mkdir(parent, name, entry.mode & 0o777)
         info = rootfs.lstat(parent, name)
         assert info is not None
-        chown = (info.st_uid, info.st_gid) != (entry.uid, entry.gid)
+        chown = self.rootfs.owner_differs(info, entry.uid, entry.gid)
         if chown:
             self._chown(entry, dir_fd=parent, name=name)
         if chown or stat.S_IMODE(info.st_mode) != entry.mode:
@@ -279,10 +277,7 @@ class Applier:
     # -- metadata: owner, then mode, then xattrs, then times --------------------
 
     def _needs_chown(self, entry: TarEntry, parent: int) -> bool:
-        """New names belong to us (or the parent's group when it is setgid)."""
-        if entry.uid != self._uid or entry.gid != self._gid:
-            return True
-        return self.rootfs.is_setgid_dir(parent)
+        return self.rootfs.owner_needs_setting(entry.uid, entry.gid, parent)
 
     def _chown(
         self, entry: TarEntry, *, fd: int | None = None, dir_fd: int = -1, name: str = ""
@@ -297,8 +292,8 @@ class Applier:
 
     def _ownership_error(self, entry: TarEntry) -> FilesystemError:
         return FilesystemError(
-            f"{entry.name!r}: cannot set owner {entry.uid}:{entry.gid} "
-            "(run as root; rootless unpacking is not supported yet)"
+            f"{entry.name!r}: cannot set owner {entry.uid}:{entry.gid} here "
+            "(use --rootless to record owners instead of setting them)"
         )
 
     def _xattrs(

@@ -4,7 +4,7 @@ Like CPython's tarfile extraction filters (PEP 706), `admit` looks at one
 entry and returns what the applier may do with it — or raises `LayerError`.
 Names are cleaned lexically as if joined to `/` (so `..` and absolute names
 stay inside the rootfs), whiteout names are classified and validated, and
-things this run may not create (device nodes without root) are refused.
+owners that no uid_t can hold are refused.
 The applier then resolves the cleaned paths inside the rootfs, following
 symlinks only within it (see `unpack.fs.rootfs`).
 """
@@ -23,8 +23,6 @@ AUFS_META_PREFIX = ".wh..wh."
 PATH_MAX = 4096
 NAME_MAX = 255
 MAX_ID = 2**32 - 2  # uid_t is 32 bits and (uid_t)-1 means "leave unchanged"
-
-_DEVICES = (EntryKind.CHARDEV, EntryKind.BLOCKDEV)
 
 
 class Action(enum.Enum):
@@ -63,7 +61,7 @@ def clean_path(name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def admit(entry: TarEntry, *, devices_allowed: bool) -> Member:
+def admit(entry: TarEntry) -> Member:
     """Decide what may be done with `entry`; raise LayerError to refuse it."""
     parts = _checked_path(entry.name, "name", entry.name)
     if not (0 <= entry.uid <= MAX_ID and 0 <= entry.gid <= MAX_ID):
@@ -82,11 +80,8 @@ def admit(entry: TarEntry, *, devices_allowed: bool) -> Member:
         if not link_parts:
             raise LayerError(f"hardlink {entry.name!r} points at the rootfs itself")
         return Member(Action.CREATE, parts, entry, link_parts)
-    if entry.kind is EntryKind.SYMLINK:
-        if not entry.linkname or "\0" in entry.linkname:
-            raise LayerError(f"symlink {entry.name!r} has an empty or invalid target")
-    elif entry.kind in _DEVICES and not devices_allowed:
-        raise LayerError(f"device node {entry.name!r}: creating devices needs root")
+    if entry.kind is EntryKind.SYMLINK and (not entry.linkname or "\0" in entry.linkname):
+        raise LayerError(f"symlink {entry.name!r} has an empty or invalid target")
     return Member(Action.CREATE, parts, entry)
 
 

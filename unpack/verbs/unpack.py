@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pwd
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
-from unpack.config import RuntimeOptions, runtime_config
+from unpack.config import HostIds, RuntimeOptions, parse_subid, runtime_config
 from unpack.errors import FilesystemError
 from unpack.fs.bundle import BundleDir
 from unpack.fs.rootfs import Rootfs
+from unpack.fs.rootless import RootlessRootfs
+from unpack.idmap import IdMap
 from unpack.image.layout import Layout
 from unpack.image.platform import Platform
-from unpack.image.reference import parse_image_reference
 from unpack.image.resolve import Image, Layer, resolve_image
 from unpack.layer.applier import Applier
 from unpack.layer.compression import Compression, decompressed
 from unpack.layer.tarstream import TarReader
 from unpack.prefetch import prefetched
 from unpack.progress import Progress
+from unpack.source import SourceOptions, open_source
 from unpack.verify import verified
 
 
@@ -32,6 +36,10 @@ class UnpackOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     write_config: bool = True
     use_openat2: bool | None = None
+    rootless: bool | None = None  # None: rootless exactly when not running as root
+    uid_map: IdMap = field(default_factory=lambda: IdMap(kind="uid"))
+    gid_map: IdMap = field(default_factory=lambda: IdMap(kind="gid"))
+    source: SourceOptions = field(default_factory=SourceOptions)
 
 
 @dataclass
@@ -88,11 +96,11 @@ def _unpack(
     warn: Callable[[str], None],
     started: float,
 ) -> UnpackReport:
-    reference = parse_image_reference(image_text)
-    with Layout(reference.layout) as layout:
-        image = resolve_image(layout, reference.ref, options.platform)
+    layout, ref, reference = open_source(image_text, options.source)
+    with layout:
+        image = resolve_image(layout, ref, options.platform)
         report = UnpackReport(
-            image=reference.layout,
+            image=reference.location,
             ref=reference.ref,
             manifest=str(image.manifest.digest),
             config=str(image.config_descriptor.digest),
@@ -102,17 +110,55 @@ def _unpack(
         with BundleDir(dest) as bundle:
             rootfs_path = os.path.join(bundle.path, "rootfs")
             os.mkdir(rootfs_path, 0o755)
-            with Rootfs(rootfs_path, use_openat2=options.use_openat2) as rootfs:
-                applier = Applier(rootfs, is_root=os.geteuid() == 0, warn=warn)
+            rootless = os.geteuid() != 0 if options.rootless is None else options.rootless
+            with _open_rootfs(rootfs_path, options, rootless, warn) as rootfs:
+                applier = Applier(rootfs, warn=warn)
                 for number, layer in enumerate(image.layers, 1):
                     label = f"layer {number}/{len(image.layers)} {layer.descriptor.digest.short()}"
                     report.layers.append(_apply_layer(layout, layer, applier, progress, label))
                 applier.finish()
                 if options.write_config:
-                    _write_config(bundle.path, image, rootfs, options.runtime)
+                    runtime = _runtime_options(options, rootless)
+                    _write_config(bundle.path, image, rootfs, runtime, chown_volumes=not rootless)
+                rootfs.finish()
             bundle.commit()
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _open_rootfs(
+    path: str, options: UnpackOptions, rootless: bool, warn: Callable[[str], None]
+) -> Rootfs:
+    maps = {"use_openat2": options.use_openat2, "uid_map": options.uid_map,
+            "gid_map": options.gid_map}  # fmt: skip
+    if rootless:
+        return RootlessRootfs(path, warn=warn, **maps)
+    return Rootfs(path, **maps)
+
+
+def _runtime_options(options: UnpackOptions, rootless: bool) -> RuntimeOptions:
+    """The runtime options plus what the config needs to know about users and mappings."""
+    uid, gid = os.geteuid(), os.getegid()
+    return dataclasses.replace(
+        options.runtime,
+        rootless=rootless,
+        uid_mappings=tuple(astuple(r) for r in options.uid_map.ranges),
+        gid_mappings=tuple(astuple(r) for r in options.gid_map.ranges),
+        host=HostIds(uid, gid, _subid("/etc/subuid", uid), _subid("/etc/subgid", uid)),
+    )
+
+
+def _subid(path: str, uid: int) -> tuple[int, int] | None:
+    """This user's subordinate ID range from /etc/subuid or /etc/subgid, if any."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return parse_subid(file.read(), name, uid)
+    except OSError:
+        return None
 
 
 def _apply_layer(
@@ -157,15 +203,18 @@ def _counting(
         yield chunk
 
 
-def _write_config(bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOptions) -> None:
+def _write_config(
+    bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOptions, *, chown_volumes: bool
+) -> None:
     converted = runtime_config(image.config, rootfs.read_file, options)
     user = converted.config["process"]["user"]
     try:
         for name in converted.volume_dirs:
             path = os.path.join(bundle, name)
             os.makedirs(path, 0o755, exist_ok=True)
-            if os.geteuid() == 0:
-                os.chown(path, user["uid"], user["gid"])
+            if chown_volumes:
+                uid, gid = rootfs.uid_map.to_host(user["uid"]), rootfs.gid_map.to_host(user["gid"])
+                os.chown(path, uid, gid)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         descriptor = os.open(os.path.join(bundle, "config.json"), flags, 0o644)
         with open(descriptor, "w", encoding="utf-8") as file:

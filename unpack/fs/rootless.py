@@ -1,0 +1,131 @@
+"""The rootless variant of the confined rootfs operations (umoci's `fseval` rootless).
+
+An unprivileged user cannot give files other owners or create devices, and
+must be able to write into every directory while unpacking. So:
+
+- ownership is recorded, not applied: the `user.rootlesscontainers` xattr
+  holds the owner the file has inside the container (the protobuf message of
+  rootlesscontainers.com, as umoci writes it); 0:0 — the unpacking user,
+  root in a rootless container — is recorded as no xattr. Symlinks cannot
+  carry user xattrs, so their owner is not recorded;
+- character and block devices become empty regular placeholder files (mode
+  from the image, plus a warning): runtimes bind-mount real devices over them;
+- directories keep owner rwx while unpacking; modes that lack it (0500,
+  0000, ...) are set by `finish`, deepest first.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+import xattr
+
+from unpack.fs.rootfs import Rootfs
+
+OWNER_XATTR = "user.rootlesscontainers"
+_OWNER_RWX = 0o700
+_DEVICE_TYPES = (stat.S_IFCHR, stat.S_IFBLK)
+
+
+def encode_owner(uid: int, gid: int) -> bytes:
+    """The rootlesscontainers `Resource{uid=1, gid=2}` protobuf (proto3: zeros omitted)."""
+    out = bytearray()
+    for tag, value in ((0x08, uid), (0x10, gid)):
+        if value:
+            out.append(tag)
+            while value > 0x7F:
+                out.append(value & 0x7F | 0x80)
+                value >>= 7
+            out.append(value)
+    return bytes(out)
+
+
+class RootlessRootfs(Rootfs):
+    """Rootfs operations for an unprivileged user."""
+
+    def __init__(self, path: str, *, warn: Callable[[str], None], **kwargs: object) -> None:
+        super().__init__(path, **kwargs)  # type: ignore[arg-type]
+        self._warn = warn
+        self._warned_devices = False
+        self._dir_modes: dict[int, tuple[str, int]] = {}
+
+    # -- ownership: recorded in an xattr ------------------------------------
+
+    def owner_needs_setting(self, uid: int, gid: int, parent: int) -> bool:
+        return (uid, gid) != (0, 0)
+
+    def owner_differs(self, info: os.stat_result, uid: int, gid: int) -> bool:
+        return True
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        _record_owner(fd, uid, gid, nofollow=False)
+
+    def chown(self, dir_fd: int, name: str, uid: int, gid: int) -> None:
+        info = self.lstat(dir_fd, name)
+        if info is None or stat.S_ISLNK(info.st_mode):
+            return
+        _record_owner(self.proc_path(dir_fd, name), uid, gid, nofollow=True)
+
+    # -- devices: placeholders ---------------------------------------------
+
+    def mknod(self, dir_fd: int, name: str, mode: int, device: int) -> None:
+        if stat.S_IFMT(mode) not in _DEVICE_TYPES:
+            super().mknod(dir_fd, name, mode, device)
+            return
+        fd = self.create_file(dir_fd, name, stat.S_IMODE(mode))
+        os.close(fd)
+        if not self._warned_devices:
+            self._warned_devices = True
+            self._warn(
+                f"device node {name!r} (and any others) written as an empty placeholder file: "
+                "an unprivileged user cannot create devices"
+            )
+
+    # -- directories: writable while unpacking -------------------------------
+
+    def mkdir(self, dir_fd: int, name: str, mode: int) -> None:
+        os.mkdir(name, mode | _OWNER_RWX, dir_fd=dir_fd)
+        if mode & _OWNER_RWX != _OWNER_RWX:
+            self._defer_mode(dir_fd, name, mode)
+
+    def chmod(self, dir_fd: int, name: str, mode: int) -> None:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode) and mode & _OWNER_RWX != _OWNER_RWX:
+            os.chmod(name, mode | _OWNER_RWX, dir_fd=dir_fd)
+            self._defer_mode(dir_fd, name, mode)
+            return
+        os.chmod(name, mode, dir_fd=dir_fd)
+        self._dir_modes.pop(info.st_ino, None)
+
+    def _defer_mode(self, dir_fd: int, name: str, mode: int) -> None:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        where = self.physical_path(dir_fd)
+        self._dir_modes[info.st_ino] = (f"{where}/{name}" if where else name, mode)
+
+    def finish(self) -> None:
+        """Give directories the restrictive modes they were spared while unpacking."""
+        deepest_first = sorted(self._dir_modes.items(), key=lambda i: -i[1][0].count("/"))
+        for inode, (path, mode) in deepest_first:
+            fd = self.open_dir(path.split("/"))
+            if fd is None:
+                continue
+            try:
+                if os.fstat(fd).st_ino == inode:
+                    os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        self._dir_modes.clear()
+
+
+def _record_owner(target: int | bytes, uid: int, gid: int, *, nofollow: bool) -> None:
+    if (uid, gid) == (0, 0):
+        try:
+            xattr.remove(target, OWNER_XATTR, nofollow=nofollow)
+        except OSError as error:
+            if error.errno != errno.ENODATA:
+                raise
+        return
+    xattr.set(target, OWNER_XATTR, encode_owner(uid, gid), nofollow=nofollow)

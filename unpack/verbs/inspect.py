@@ -1,0 +1,210 @@
+"""The `inspect` verb: what an image is, from any source, without unpacking it.
+
+Reads the index, the manifest and the config (small documents; no layer
+blob is read): the platforms on offer, the manifest picked for the
+platform, its layers with their sizes, and a summary of the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from unpack.image import mediatypes
+from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
+from unpack.image.platform import Platform
+from unpack.image.resolve import REF_NAME, resolve_image
+from unpack.layer.compression import Compression
+from unpack.source import Source, SourceOptions, open_source
+
+MAX_INDEX_DEPTH = 8
+
+
+@dataclass
+class InspectLayer:
+    """One layer: digest, media type, compressed size, uncompressed size if known."""
+
+    digest: str
+    media_type: str
+    size: int
+    uncompressed_size: int | None
+    diff_id: str
+
+
+@dataclass
+class InspectReport:
+    """Everything `oci-unpack inspect` shows; `--json` prints it as is."""
+
+    image: str
+    transport: str
+    ref: str | None
+    platforms: list[str]
+    manifest: str
+    manifest_media_type: str
+    manifest_size: int
+    config: str
+    config_size: int
+    platform: str | None
+    layers: list[InspectLayer] = field(default_factory=list)
+    created: str | None = None
+    author: str | None = None
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    stop_signal: str | None = None
+
+
+def inspect_image(
+    image_text: str, platform: Platform | None = None, options: SourceOptions | None = None
+) -> InspectReport:
+    """Describe the image IMAGE names (for `platform`, default the host's)."""
+    source, ref, reference = open_source(image_text, options)
+    with source:
+        index = source.index()
+        where = f"{source.path}/index.json"
+        check_schema_version(index, where)
+        entries = descriptor_list(index, "manifests", where)
+        image = resolve_image(source, ref, platform)  # type: ignore[arg-type]
+        platforms = sorted(_platforms(source, entries, ref))
+    image_platform = image.platform
+    if not platforms and image_platform is not None:
+        platforms = [str(image_platform)]
+    report = InspectReport(
+        image=str(reference),
+        transport=reference.transport,
+        ref=reference.ref,
+        platforms=platforms,
+        manifest=str(image.manifest.digest),
+        manifest_media_type=image.manifest.media_type,
+        manifest_size=image.manifest.size,
+        config=str(image.config_descriptor.digest),
+        config_size=image.config_descriptor.size,
+        platform=str(image_platform) if image_platform else None,
+    )
+    for layer in image.layers:
+        descriptor = layer.descriptor
+        plain = layer.compression is Compression.NONE
+        report.layers.append(InspectLayer(
+            str(descriptor.digest), descriptor.media_type, descriptor.size,
+            descriptor.size if plain else None, str(layer.diff_id),
+        ))
+    _summarise_config(report, image.config)
+    return report
+
+
+def _platforms(source: Source, entries: list[Descriptor], ref: str | None) -> set[str]:
+    """The platforms of the manifests under the index entries `ref` names (all if None)."""
+    chosen = [e for e in entries if ref is None or e.annotations.get(REF_NAME) == ref
+              or str(e.digest) == ref]
+    found: set[str] = set()
+    pending = [(entry, 0) for entry in chosen]
+    while pending:
+        descriptor, depth = pending.pop(0)
+        if descriptor.platform is not None:
+            found.add(str(descriptor.platform))
+        if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
+            what = f"image index {descriptor.digest}"
+            index = source.read_json(descriptor, "image index")
+            check_schema_version(index, what)
+            pending += [(child, depth + 1) for child in descriptor_list(index, "manifests", what)]
+    return found
+
+
+def _summarise_config(report: InspectReport, config: dict[str, Any]) -> None:
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    def words(value: object) -> list[str] | None:
+        return [str(w) for w in value] if isinstance(value, list) else None
+
+    report.created = text(config.get("created"))
+    report.author = text(config.get("author"))
+    run = config.get("config")
+    if not isinstance(run, dict):
+        return
+    report.entrypoint = words(run.get("Entrypoint"))
+    report.cmd = words(run.get("Cmd"))
+    report.env = words(run.get("Env")) or []
+    report.user = text(run.get("User"))
+    report.workdir = text(run.get("WorkingDir"))
+    labels = run.get("Labels")
+    if isinstance(labels, dict):
+        report.labels = {str(k): str(v) for k, v in sorted(labels.items())}
+    for key, target in (("ExposedPorts", report.exposed_ports), ("Volumes", report.volumes)):
+        value = run.get(key)
+        if isinstance(value, dict):
+            target.extend(sorted(str(k) for k in value))
+    report.stop_signal = text(run.get("StopSignal"))
+
+
+def report_json(report: InspectReport) -> str:
+    """The `--json` output."""
+    return json.dumps(asdict(report), indent=2)
+
+
+def human_size(size: int | None) -> str:
+    """1536 → `1.5 KiB`; None → `-`."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def _short_type(media_type: str) -> str:
+    for prefix in ("application/vnd.oci.image.", "application/vnd.docker.image.rootfs.",
+                   "application/vnd.docker.distribution.", "application/vnd.docker."):
+        if media_type.startswith(prefix):
+            return media_type[len(prefix):]
+    return media_type
+
+
+def report_table(report: InspectReport) -> str:
+    """The human output: a key/value block, a layer table, the config summary."""
+    rows: list[tuple[str, str]] = [
+        ("Image", report.image),
+        ("Manifest", f"{report.manifest} ({_short_type(report.manifest_media_type)}, "
+                     f"{human_size(report.manifest_size)})"),
+        ("Config", f"{report.config} ({human_size(report.config_size)})"),
+        ("Platform", report.platform or "(not declared)"),
+        ("Platforms", ", ".join(report.platforms) or "(not declared)"),
+    ]
+    optional = [
+        ("Created", report.created), ("Author", report.author),
+        ("Entrypoint", json.dumps(report.entrypoint) if report.entrypoint is not None else None),
+        ("Cmd", json.dumps(report.cmd) if report.cmd is not None else None),
+        ("User", report.user), ("WorkingDir", report.workdir),
+        ("ExposedPorts", ", ".join(report.exposed_ports) or None),
+        ("Volumes", ", ".join(report.volumes) or None),
+        ("StopSignal", report.stop_signal),
+    ]
+    rows += [(k, v) for k, v in optional if v is not None]
+    rows += [("Env" if i == 0 else "", value) for i, value in enumerate(report.env)]
+    rows += [("Labels" if i == 0 else "", f"{k}={v}")
+             for i, (k, v) in enumerate(report.labels.items())]
+    lines = [f"{key:<13}{value}" for key, value in rows]
+    total = sum(layer.size for layer in report.layers)
+    lines.append("")
+    lines.append(f"Layers ({len(report.layers)}, {human_size(total)})")
+    table = [("#", "DIGEST", "MEDIA TYPE", "SIZE", "UNCOMPRESSED")]
+    for number, layer in enumerate(report.layers, 1):
+        table.append((str(number), layer.digest, _short_type(layer.media_type),
+                      human_size(layer.size), human_size(layer.uncompressed_size)))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
+                 row[3].rjust(widths[3]), row[4].rjust(widths[4])]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+__all__ = ["InspectLayer", "InspectReport", "inspect_image", "report_json", "report_table"]

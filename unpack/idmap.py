@@ -23,7 +23,7 @@ class IdRange:
     def parse(cls, text: str, option: str) -> IdRange:
         """Parse `container:host:size`."""
         fields = text.split(":")
-        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+        if len(fields) != 3 or not all(f.isascii() and f.isdecimal() for f in fields):
             raise UsageError(f"{option} {text!r}: expected CONTAINER:HOST:SIZE (numbers)")
         container, host, size = map(int, fields)
         if size < 1 or container + size - 1 > MAX_ID or host + size - 1 > MAX_ID:

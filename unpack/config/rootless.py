@@ -2,7 +2,8 @@
 
 A rootless bundle is run by an unprivileged user: it gets a user namespace, no
 network namespace (it could not be configured), `/sys` bind-mounted instead of
-a fresh sysfs, no cgroup resources, and devpts without `gid=5`.
+a fresh sysfs, no cgroup resources, devpts without `gid=5`, and no
+additional groups (runc refuses them to an unprivileged caller).
 
 Mappings must cover the process user, or the runtime cannot start the process
 as that user. Without explicit maps, root in the container is the unpacking
@@ -37,8 +38,7 @@ def parse_subid(text: str, name: str, host_id: int) -> tuple[int, int] | None:
         if (
             len(fields) == 3
             and fields[0] in (name, str(host_id))
-            and fields[1].isdigit()
-            and fields[2].isdigit()
+            and all(f.isascii() and f.isdecimal() for f in fields[1:])
             and int(fields[2]) > 0
         ):
             return int(fields[1]), int(fields[2])
@@ -87,6 +87,9 @@ def make_rootless(spec: dict[str, Any]) -> None:
     linux = spec["linux"]
     linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
     linux.pop("resources", None)
+    # runc refuses additionalGids when not run by root (setgroups is denied in a
+    # user namespace set up without newgidmap); the bundle must run under runc.
+    spec["process"]["user"].pop("additionalGids", None)
     for mount in spec["mounts"]:
         if mount["destination"] == "/sys":
             mount.update(
@@ -104,6 +107,7 @@ def _entry(mapping: IdMapping) -> dict[str, int]:
 def _unmapped_owner(option: str, uids: Sequence[IdMapping], gids: Sequence[IdMapping]) -> bool:
     """tmpfs `uid=`/`gid=` options naming IDs the namespace does not map (mount would fail)."""
     for prefix, mappings in (("uid=", uids), ("gid=", gids)):
-        if option.startswith(prefix) and option[len(prefix) :].isdigit():
-            return not covers(mappings, int(option[len(prefix) :]))
+        value = option[len(prefix) :]
+        if option.startswith(prefix) and value.isascii() and value.isdecimal():
+            return not covers(mappings, int(value))
     return False

@@ -36,6 +36,8 @@ Parts = Sequence[str]
 class Rootfs:
     """A rootfs directory and the confined operations on it."""
 
+    applies_owners = True  # False where owners are recorded rather than set
+
     def __init__(
         self,
         path: str,
@@ -49,6 +51,13 @@ class Rootfs:
         self.gid_map = gid_map or IdMap(kind="gid")
         self._owner = (os.geteuid(), os.getegid())
         self.fd = os.open(path, _DIR_FLAGS | os.O_NOFOLLOW)
+        # With ID maps, the container's root owns the rootfs and the directories
+        # made for entries that have no entry of their own.
+        self._mapped_root = self._owner
+        if self.applies_owners and self.uid_map.covers(0) and self.gid_map.covers(0):
+            self._mapped_root = (self.uid_map.to_host(0), self.gid_map.to_host(0))
+            if self._mapped_root != self._owner:
+                os.fchown(self.fd, *self._mapped_root)
         self.use_openat2 = openat2.available() if use_openat2 is None else use_openat2
         self._dirs: dict[tuple[str, ...], int] = {}
         self._stale = False
@@ -192,6 +201,8 @@ class Rootfs:
                 if info is not None:
                     self.remove(here, name, info)
                 self.mkdir(here, name, 0o755)
+                if self._mapped_root != self._owner:
+                    os.chown(name, *self._mapped_root, dir_fd=here, follow_symlinks=False)
                 pending.append(name)
             return stack.pop()
         finally:
@@ -293,6 +304,10 @@ class Rootfs:
 
     def fchown(self, fd: int, uid: int, gid: int) -> None:
         os.fchown(fd, self.uid_map.to_host(uid), self.gid_map.to_host(gid))
+
+    def set_root_mode(self, mode: int) -> None:
+        """Set the mode of the rootfs directory itself (a `./` entry)."""
+        os.fchmod(self.fd, mode)
 
     def finish(self) -> None:
         """Work left until every layer is applied (none for the default implementation)."""

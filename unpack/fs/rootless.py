@@ -6,8 +6,10 @@ must be able to write into every directory while unpacking. So:
 - ownership is recorded, not applied: the `user.rootlesscontainers` xattr
   holds the owner the file has inside the container (the protobuf message of
   rootlesscontainers.com, as umoci writes it); 0:0 — the unpacking user,
-  root in a rootless container — is recorded as no xattr. Symlinks cannot
-  carry user xattrs, so their owner is not recorded;
+  root in a rootless container — is recorded as no xattr. Linux allows user
+  xattrs only on regular files and directories, so the owners of symlinks
+  (silently, as umoci) and of fifos and sockets (with a warning) are not
+  recorded;
 - character and block devices become empty regular placeholder files (mode
   from the image, plus a warning): runtimes bind-mount real devices over them;
 - directories keep owner rwx while unpacking; modes that lack it (0500,
@@ -46,10 +48,12 @@ def encode_owner(uid: int, gid: int) -> bytes:
 class RootlessRootfs(Rootfs):
     """Rootfs operations for an unprivileged user."""
 
+    applies_owners = False
+
     def __init__(self, path: str, *, warn: Callable[[str], None], **kwargs: object) -> None:
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
         self._warn = warn
-        self._warned_devices = False
+        self._warned: set[str] = set()
         self._dir_modes: dict[int, tuple[str, int]] = {}
 
     # -- ownership: recorded in an xattr ------------------------------------
@@ -66,8 +70,20 @@ class RootlessRootfs(Rootfs):
     def chown(self, dir_fd: int, name: str, uid: int, gid: int) -> None:
         info = self.lstat(dir_fd, name)
         if info is None or stat.S_ISLNK(info.st_mode):
+            return  # symlinks cannot carry user xattrs (umoci skips them too)
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            self._warn_once(
+                "owner",
+                f"owner {uid}:{gid} of {name!r} not recorded: Linux allows user xattrs "
+                "only on regular files and directories",
+            )
             return
         _record_owner(self.proc_path(dir_fd, name), uid, gid, nofollow=True)
+
+    def _warn_once(self, topic: str, message: str) -> None:
+        if topic not in self._warned:
+            self._warned.add(topic)
+            self._warn(message + " (further such warnings suppressed)")
 
     # -- devices: placeholders ---------------------------------------------
 
@@ -77,12 +93,11 @@ class RootlessRootfs(Rootfs):
             return
         fd = self.create_file(dir_fd, name, stat.S_IMODE(mode))
         os.close(fd)
-        if not self._warned_devices:
-            self._warned_devices = True
-            self._warn(
-                f"device node {name!r} (and any others) written as an empty placeholder file: "
-                "an unprivileged user cannot create devices"
-            )
+        self._warn_once(
+            "device",
+            f"device node {name!r} written as an empty placeholder file: "
+            "an unprivileged user cannot create devices",
+        )
 
     # -- directories: writable while unpacking -------------------------------
 
@@ -90,6 +105,16 @@ class RootlessRootfs(Rootfs):
         os.mkdir(name, mode | _OWNER_RWX, dir_fd=dir_fd)
         if mode & _OWNER_RWX != _OWNER_RWX:
             self._defer_mode(dir_fd, name, mode)
+        else:  # a new directory may reuse the inode of a removed, deferred one
+            self._dir_modes.pop(os.stat(name, dir_fd=dir_fd).st_ino, None)
+
+    def set_root_mode(self, mode: int) -> None:
+        os.fchmod(self.fd, mode | _OWNER_RWX)
+        inode = os.fstat(self.fd).st_ino
+        if mode & _OWNER_RWX != _OWNER_RWX:
+            self._dir_modes[inode] = ("", mode)
+        else:
+            self._dir_modes.pop(inode, None)
 
     def chmod(self, dir_fd: int, name: str, mode: int) -> None:
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -109,7 +134,7 @@ class RootlessRootfs(Rootfs):
         """Give directories the restrictive modes they were spared while unpacking."""
         deepest_first = sorted(self._dir_modes.items(), key=lambda i: -i[1][0].count("/"))
         for inode, (path, mode) in deepest_first:
-            fd = self.open_dir(path.split("/"))
+            fd = self.open_dir(path.split("/") if path else [])
             if fd is None:
                 continue
             try:

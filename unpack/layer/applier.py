@@ -92,7 +92,7 @@ class Applier:
         elif action is Action.ROOT:
             root = self.rootfs.fd
             self._chown(member.entry, fd=root)
-            os.fchmod(root, member.entry.mode)
+            self.rootfs.set_root_mode(member.entry.mode)
             self.rootfs.dir_modes_changed()
             self._remember_dir_times(os.fstat(root).st_ino, (), member.entry)
 

@@ -108,6 +108,8 @@ def _unpack(
             bundle=os.path.abspath(dest),
         )
         with BundleDir(dest) as bundle:
+            if options.uid_map.ranges:
+                os.chmod(bundle.path, 0o711)  # the mapped root must reach DIR/rootfs
             rootfs_path = os.path.join(bundle.path, "rootfs")
             os.mkdir(rootfs_path, 0o755)
             rootless = os.geteuid() != 0 if options.rootless is None else options.rootless

@@ -281,7 +281,10 @@ def unpack_command(
 
 
 
-@main.command("inspect", epilog=EXIT_CODES_HELP)
+@main.command("inspect", epilog=EXIT_CODES_HELP.replace(
+    "the bundle is complete at DIR", "the image was read and described"
+).replace("  4    filesystem error at the destination (exists, permission, disk full)\n", "")
+    .replace("; nothing is left at DIR", ""))
 @click.argument("image")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]",
               help="Platform to describe in a multi-platform image (default: this machine's).")

@@ -67,11 +67,20 @@ class BundleDir:
                 self._remove(name)
 
     def _remove(self, name: str) -> None:
+        """Remove one of our temporary names; whatever it is, nothing it points to."""
         fd = os.open(self.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            remove_tree(fd, name)
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                remove_tree(fd, name)
+            else:
+                os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            raise FilesystemError(
+                f"{os.path.join(self.parent, name)}: cannot remove ({error.strerror})"
+            ) from None
         finally:
             os.close(fd)
 

@@ -51,6 +51,7 @@ class Rootfs:
         self.gid_map = gid_map or IdMap(kind="gid")
         self._owner = (os.geteuid(), os.getegid())
         self.fd = os.open(path, _DIR_FLAGS | os.O_NOFOLLOW)
+        self.root_inode = os.fstat(self.fd).st_ino
         # With ID maps, the container's root owns the rootfs and the directories
         # made for entries that have no entry of their own.
         self._mapped_root = self._owner
@@ -61,9 +62,7 @@ class Rootfs:
         self.use_openat2 = openat2.available() if use_openat2 is None else use_openat2
         self._dirs: dict[tuple[str, ...], int] = {}
         self._stale = False
-        self._setgid: dict[int, bool] = {}
-        self._physical: dict[int, str] = {}
-        self._real = os.readlink(f"/proc/self/fd/{self.fd}")
+        self._dir_stats: dict[int, os.stat_result] = {}
 
     def close(self) -> None:
         """Release the root fd and every cached directory fd."""
@@ -85,39 +84,27 @@ class Rootfs:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
-        self._setgid.clear()
-        self._physical.clear()
+        self._dir_stats.clear()
         self._stale = False
+
+    def _dir_stat(self, fd: int) -> os.stat_result:
+        """fstat of a directory fd from `dir_fd` (or the root fd), cached while the fd is."""
+        info = self._dir_stats.get(fd)
+        if info is None:
+            info = self._dir_stats[fd] = os.fstat(fd)
+        return info
 
     def is_setgid_dir(self, fd: int) -> bool:
         """Whether a directory from `dir_fd` has S_ISGID (its new children inherit its group)."""
-        flag = self._setgid.get(fd)
-        if flag is None:
-            flag = self._setgid[fd] = bool(os.fstat(fd).st_mode & stat.S_ISGID)
-        return flag
+        return bool(self._dir_stat(fd).st_mode & stat.S_ISGID)
 
-    def physical_path(self, fd: int, *, cache: bool = True) -> str:
-        """Where directory `fd` really is, relative to the rootfs ("" for the root).
-
-        `cache` is for fds from `dir_fd` (they stay open while cached); an fd
-        the caller will close must not be cached.
-        """
-        where = self._physical.get(fd) if cache else None
-        if where is None:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target == self._real or fd == self.fd:
-                where = ""
-            elif target.startswith(self._real + "/"):
-                where = target[len(self._real) + 1 :]
-            else:
-                raise FilesystemError(f"directory fd {fd} is outside the rootfs ({target})")
-            if cache:
-                self._physical[fd] = where
-        return where
+    def dir_inode(self, fd: int) -> int:
+        """The inode of a directory fd from `dir_fd` (or the root fd)."""
+        return self._dir_stat(fd).st_ino
 
     def dir_modes_changed(self) -> None:
-        """Forget cached S_ISGID answers after a directory's mode was set."""
-        self._setgid.clear()
+        """Forget cached directory modes after a directory's mode was set."""
+        self._dir_stats.clear()
 
     def dir_fd(self, parts: Parts, *, create: bool) -> int | None:
         """The fd of directory `parts` resolved inside the root (cached; do not close).

@@ -54,7 +54,7 @@ class RootlessRootfs(Rootfs):
         super().__init__(path, **kwargs)  # type: ignore[arg-type]
         self._warn = warn
         self._warned: set[str] = set()
-        self._dir_modes: dict[int, tuple[str, int]] = {}
+        self._dir_modes: dict[int, int] = {}  # directory inode -> mode to set at the end
 
     # -- ownership: recorded in an xattr ------------------------------------
 
@@ -110,11 +110,10 @@ class RootlessRootfs(Rootfs):
 
     def set_root_mode(self, mode: int) -> None:
         os.fchmod(self.fd, mode | _OWNER_RWX)
-        inode = os.fstat(self.fd).st_ino
         if mode & _OWNER_RWX != _OWNER_RWX:
-            self._dir_modes[inode] = ("", mode)
+            self._dir_modes[self.root_inode] = mode
         else:
-            self._dir_modes.pop(inode, None)
+            self._dir_modes.pop(self.root_inode, None)
 
     def chmod(self, dir_fd: int, name: str, mode: int) -> None:
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -126,15 +125,19 @@ class RootlessRootfs(Rootfs):
         self._dir_modes.pop(info.st_ino, None)
 
     def _defer_mode(self, dir_fd: int, name: str, mode: int) -> None:
-        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        where = self.physical_path(dir_fd)
-        self._dir_modes[info.st_ino] = (f"{where}/{name}" if where else name, mode)
+        self._dir_modes[os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino] = mode
 
     def finish(self) -> None:
-        """Give directories the restrictive modes they were spared while unpacking."""
-        deepest_first = sorted(self._dir_modes.items(), key=lambda i: -i[1][0].count("/"))
-        for inode, (path, mode) in deepest_first:
-            fd = self.open_dir(path.split("/") if path else [])
+        """Give directories the restrictive modes they were spared while unpacking.
+
+        Every directory is visited (symlinks are not followed), children before
+        their parents, so no restricted directory has to be entered again.
+        """
+        if not self._dir_modes:
+            return
+        for parts, inode in reversed(self._directories()):
+            mode = self._dir_modes.get(inode)
+            fd = None if mode is None else self.open_dir(parts)
             if fd is None:
                 continue
             try:
@@ -143,6 +146,27 @@ class RootlessRootfs(Rootfs):
             finally:
                 os.close(fd)
         self._dir_modes.clear()
+
+    def _directories(self) -> list[tuple[list[str], int]]:
+        """Every directory of the rootfs as (components, inode), parents first."""
+        found: list[tuple[list[str], int]] = [([], self.root_inode)]
+        index = 0
+        while index < len(found):
+            parts, _ = found[index]
+            index += 1
+            fd = self.open_dir(parts)
+            if fd is None:
+                continue
+            try:
+                with os.scandir(fd) as entries:
+                    found.extend(
+                        ([*parts, e.name], e.inode())
+                        for e in entries
+                        if e.is_dir(follow_symlinks=False)
+                    )
+            finally:
+                os.close(fd)
+        return found
 
 
 def _record_owner(target: int | bytes, uid: int, gid: int, *, nofollow: bool) -> None:

@@ -62,10 +62,15 @@ class Layout:
 
     def _read_file(self, name: str, limit: int) -> bytes:
         where = os.path.join(self.path, name)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._fd)
+            fd = os.open(name, flags, dir_fd=self._fd)
         except OSError as error:
             raise ImageError(f"{where}: {_reason(error)}: not an OCI image layout") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImageError(f"{where}: not a regular file: not an OCI image layout")
+        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as file:
             data = file.read(limit + 1)
         if len(data) > limit:

@@ -47,8 +47,8 @@ class Applier:
         self.rootfs = rootfs
         self.warn = warn
         self._dir_times: dict[int, tuple[tuple[str, ...], int, int]] = {}
-        self._written: set[str] = set()
-        self._ancestors: set[str] = set()
+        self._written: set[tuple[int, str]] = set()
+        self._ancestors: set[int] = set()
         self._warned: set[str] = set()
         # New names get their permission bits at creation unless a umask interferes.
         self._exact_modes = _current_umask() == 0
@@ -82,37 +82,48 @@ class Applier:
     def _apply(self, member: Member, reader: TarReader) -> None:
         action = member.action
         if action is Action.CREATE:
-            self._note_written(self._create(member, reader))
+            self._note_written(*self._create(member, reader))
         elif action is Action.WHITEOUT:
             self._whiteout(member.parts)
         elif action is Action.OPAQUE:
             top = self.rootfs.open_dir(member.parts)
             if top is not None:
-                self._hide_lower_children(top, self.rootfs.physical_path(top, cache=False))
+                self._hide_lower_children(top)
         elif action is Action.ROOT:
             root = self.rootfs.fd
             self._chown(member.entry, fd=root)
             self.rootfs.set_root_mode(member.entry.mode)
             self.rootfs.dir_modes_changed()
-            self._remember_dir_times(os.fstat(root).st_ino, (), member.entry)
+            self._remember_dir_times(self.rootfs.root_inode, (), member.entry)
 
-    def _key(self, parent: int, name: str) -> str:
-        """Where `name` in directory `parent` physically is, relative to the rootfs.
+    # Same-layer bookkeeping: what this layer wrote, as (directory inode, name), and
+    # every directory above it, as inodes. Inodes say where things really are, so a
+    # path written through a symlinked parent is recognised under any name.
 
-        Same-layer bookkeeping uses these keys, so a path written through a
-        symlinked parent is recognised under its real name too.
-        """
-        where = self.rootfs.physical_path(parent)
-        return f"{where}/{name}" if where else name
+    def _note_written(self, parent: int, name: str) -> None:
+        parent_inode = self.rootfs.dir_inode(parent)
+        self._written.add((parent_inode, name))
+        if parent_inode not in self._ancestors:
+            self._note_ancestors(parent)
 
-    def _note_written(self, path: str) -> None:
-        self._written.add(path)
-        ancestors = self._ancestors
-        while (cut := path.rfind("/")) > 0:
-            path = path[:cut]
-            if path in ancestors:
-                break
-            ancestors.add(path)
+    def _note_ancestors(self, fd: int) -> None:
+        """Add directory `fd` and the directories above it, up to the rootfs root."""
+        ancestors, root = self._ancestors, self.rootfs.root_inode
+        here = -1
+        try:
+            inode = os.fstat(fd).st_ino
+            while inode not in ancestors:
+                ancestors.add(inode)
+                if inode == root:
+                    break
+                up = os.open("..", _DIR_NOFOLLOW, dir_fd=fd if here < 0 else here)
+                if here >= 0:
+                    os.close(here)
+                here = up
+                inode = os.fstat(here).st_ino
+        finally:
+            if here >= 0:
+                os.close(here)
 
     # -- whiteouts ------------------------------------------------------------
 
@@ -121,36 +132,37 @@ class Applier:
         if parent is None:
             return
         name = parts[-1]
-        key = self._key(parent, name)
-        if key in self._written or key in self._ancestors:
-            # The same layer wrote this path (or below it): only lower content goes.
-            try:
-                fd = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
-            except OSError:
-                return  # not a directory: what the layer wrote there stays
-            self._hide_lower_children(fd, key)
-            return
         info = self.rootfs.lstat(parent, name)
-        if info is not None:
-            self.rootfs.remove(parent, name, info)
+        if info is None:
+            return
+        is_dir = stat.S_ISDIR(info.st_mode)
+        written = (self.rootfs.dir_inode(parent), name) in self._written
+        if written or (is_dir and info.st_ino in self._ancestors):
+            # The same layer wrote this path (or below it): only lower content goes.
+            if is_dir:
+                self._hide_lower_children(os.open(name, _DIR_NOFOLLOW, dir_fd=parent))
+            return
+        self.rootfs.remove(parent, name, info)
 
-    def _hide_lower_children(self, top: int, top_key: str) -> None:
+    def _hide_lower_children(self, top: int) -> None:
         """Remove what lower layers left under directory fd `top`, keeping this layer's.
 
         Takes ownership of `top` (closes it).
         """
-        pending: list[tuple[int, str]] = [(top, top_key)]
+        pending = [top]
         while pending:
-            fd, path = pending.pop()
+            fd = pending.pop()
             try:
-                with os.scandir(fd) as children:
-                    names = [(c.name, c.is_dir(follow_symlinks=False)) for c in children]
-                for name, is_dir in names:
-                    child = f"{path}/{name}" if path else name
-                    kept = child in self._written or child in self._ancestors
-                    if kept and is_dir:
-                        pending.append((os.open(name, _DIR_NOFOLLOW, dir_fd=fd), child))
-                    elif not kept:
+                inode = os.fstat(fd).st_ino
+                with os.scandir(fd) as entries:
+                    children = [
+                        (c.name, c.is_dir(follow_symlinks=False), c.inode()) for c in entries
+                    ]
+                for name, is_dir, child_inode in children:
+                    written = (inode, name) in self._written
+                    if is_dir and (written or child_inode in self._ancestors):
+                        pending.append(os.open(name, _DIR_NOFOLLOW, dir_fd=fd))
+                    elif not written:
                         info = self.rootfs.lstat(fd, name)
                         if info is not None:
                             self.rootfs.remove(fd, name, info)
@@ -161,8 +173,8 @@ class Applier:
     # Each create is tried first; only when the name exists (EEXIST) is it looked
     # at and removed, so the common case costs no lstat.
 
-    def _create(self, member: Member, reader: TarReader) -> str:
-        """Create the member's entry; return its physical key (see `_key`)."""
+    def _create(self, member: Member, reader: TarReader) -> tuple[int, str]:
+        """Create the member's entry; return its directory fd and name."""
         entry, parts = member.entry, member.parts
         kind = entry.kind
         if kind is EntryKind.HARDLINK:
@@ -171,7 +183,6 @@ class Applier:
         parent = rootfs.dir_fd(parts[:-1], create=True)
         assert parent is not None
         name = parts[-1]
-        key = self._key(parent, name)
         if kind is EntryKind.FILE:
             self._write_file(entry, reader, parent, name)
         elif kind is EntryKind.DIR:
@@ -193,7 +204,7 @@ class Applier:
                 rootfs.chmod(parent, name, entry.mode)
             self._xattrs(entry, dir_fd=parent, name=name)
             rootfs.utime(parent, name, *_times(entry))
-        return key
+        return parent, name
 
     def _replacing(self, parent: int, name: str, create: Callable[[], T]) -> T:
         """Run `create`; if the name exists, remove what is there and run it again."""
@@ -226,7 +237,7 @@ class Applier:
         self._xattrs(entry, dir_fd=parent, name=name)
         self._remember_dir_times(info.st_ino, parts, entry)
 
-    def _hardlink(self, member: Member) -> str:
+    def _hardlink(self, member: Member) -> tuple[int, str]:
         rootfs, target = self.rootfs, member.link_parts
         source_dir = rootfs.dir_fd(target[:-1], create=False)
         source = None if source_dir is None else rootfs.lstat(source_dir, target[-1])
@@ -239,18 +250,17 @@ class Applier:
         parent = rootfs.dir_fd(member.parts[:-1], create=True)
         assert parent is not None
         name = member.parts[-1]
-        key = self._key(parent, name)
         try:
             rootfs.link(source_dir, target[-1], parent, name)
-            return key
+            return parent, name
         except FileExistsError:
             existing = rootfs.lstat(parent, name)
         if existing is not None:
             if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
-                return key
+                return parent, name
             rootfs.remove(parent, name, existing)
         rootfs.link(source_dir, target[-1], parent, name)
-        return key
+        return parent, name
 
     def _write_file(self, entry: TarEntry, reader: TarReader, parent: int, name: str) -> None:
         rootfs = self.rootfs

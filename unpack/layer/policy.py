@@ -66,6 +66,9 @@ def admit(entry: TarEntry) -> Member:
     parts = _checked_path(entry.name, "name", entry.name)
     if not (0 <= entry.uid <= MAX_ID and 0 <= entry.gid <= MAX_ID):
         raise LayerError(f"entry {entry.name!r}: owner {entry.uid}:{entry.gid} out of range")
+    for key in entry.xattrs:
+        if not key or "\0" in key or "." not in key:
+            raise LayerError(f"entry {entry.name!r}: invalid xattr name {key!r}")
     if not parts:
         if entry.kind is EntryKind.DIR:
             return Member(Action.ROOT, parts, entry)

@@ -175,7 +175,9 @@ class Authorizer:
         credentials: Credentials | None,
         default_scope: str,
         timeout: float,
+        verify: bool = True,
     ) -> None:
+        self._verify = verify
         self._session = session
         self._credentials = credentials
         self._default_scope = default_scope
@@ -216,7 +218,7 @@ class Authorizer:
         headers = {"Authorization": self._credentials.basic()} if self._credentials else {}
         try:
             reply = self._session.get(realm, params=params, headers=headers,
-                                      timeout=self._timeout)
+                                      timeout=self._timeout, verify=self._verify)
         except requests.RequestException as error:
             raise NetworkError(f"token server {realm}: {_reason(error)}") from None
         with reply:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import ssl
 import time
@@ -154,7 +155,8 @@ class RegistryClient:
                 reference.registry, reference.repository, options.authfile
             )
         self.auth = Authorizer(
-            self.session, credentials, f"repository:{reference.repository}:pull", options.timeout
+            self.session, credentials, f"repository:{reference.repository}:pull", options.timeout,
+            verify=options.tls_verify,
         )
         self._scheme: str | None = None
         #: How many HTTP requests were sent (token requests aside).
@@ -190,7 +192,7 @@ class RegistryClient:
     def _send(
         self, method: str, url: str, headers: dict[str, str], what: str = "", ping: bool = False
     ) -> requests.Response:
-        where = what or url
+        where = f"{self.reference.api_host}: {what or url}"
         attempts = 0
         auth_rounds = 0
         while True:
@@ -204,7 +206,8 @@ class RegistryClient:
                     stream=True,
                     timeout=(self.options.timeout, self.options.timeout),
                     allow_redirects=True,
-                )
+                    verify=self.options.tls_verify,  # explicit: $REQUESTS_CA_BUNDLE wins over
+                )                                    # the session's setting otherwise
             except requests.exceptions.SSLError as error:
                 raise NetworkError(
                     f"{where}: TLS failure ({_reason(error)}); give the registry's CA with "
@@ -234,31 +237,38 @@ class RegistryClient:
         status = response.status_code
         detail = _error_detail(response)
         response.close()
+        repository = f"docker://{self.reference.registry}/{self.reference.repository}"
         if status == 404:
-            raise ImageError(f"{what}: not found in {self.reference} (404{detail})")
+            raise ImageError(f"{what}: not found in {repository} (404{detail})")
         if status in (401, 403):
-            raise NetworkError(f"{what}: access denied ({status}{detail})")
-        raise NetworkError(f"{what}: HTTP {status}{detail}")
+            raise NetworkError(f"{repository}: {what}: access denied ({status}{detail})")
+        raise NetworkError(f"{repository}: {what}: HTTP {status}{detail}")
 
     def fetch_document(self, kind: str, ref: str, what: str, accept: str | None) -> tuple[
         bytes, str, str | None
     ]:
         """GET a manifest or small blob: (body, content type, Docker-Content-Digest)."""
         headers = {"Accept": accept} if accept else {}
-        response = self.request("GET", self.url(kind, ref), headers, what)
-        self.check(response, what, (200,))
-        with response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_DOCUMENT_SIZE:
-                raise ImageError(f"{what}: {length} bytes is implausibly large")
-            try:
-                body = response.raw.read(MAX_DOCUMENT_SIZE + 1, decode_content=True)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                raise NetworkError(f"{what}: {_reason(error)}") from None
-            if len(body) > MAX_DOCUMENT_SIZE:
-                raise ImageError(f"{what}: larger than {MAX_DOCUMENT_SIZE} bytes")
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            return body, content_type, response.headers.get("Docker-Content-Digest")
+        failures = 0
+        while True:
+            response = self.request("GET", self.url(kind, ref), headers, what)
+            self.check(response, what, (200,))
+            with response:
+                length = response.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > MAX_DOCUMENT_SIZE:
+                    raise ImageError(f"{what}: {length} bytes is implausibly large")
+                try:
+                    body = response.raw.read(MAX_DOCUMENT_SIZE + 1, decode_content=True)
+                except (urllib3.exceptions.HTTPError, OSError) as error:
+                    failures += 1
+                    if failures >= self.options.retries:
+                        raise NetworkError(f"{what}: {_reason(error)}") from None
+                    _backoff(failures)
+                    continue
+                if len(body) > MAX_DOCUMENT_SIZE:
+                    raise ImageError(f"{what}: larger than {MAX_DOCUMENT_SIZE} bytes")
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                return body, content_type, response.headers.get("Docker-Content-Digest")
 
     def head_manifest(self, ref: str, what: str) -> tuple[Digest, str, int] | None:
         """HEAD a manifest: (digest, media type, size), or None if the answer lacks them."""
@@ -339,7 +349,7 @@ def _backoff(attempt: int, delay: float | None = None) -> None:
 def _error_detail(response: requests.Response) -> str:
     """`: CODE message` from a distribution-spec error body, if there is one."""
     try:
-        body = response.json() if response.request.method != "HEAD" else None
+        body = json.loads(response.raw.read(1 << 16, decode_content=True))
         error = body["errors"][0]
         return f": {error.get('code', '')} {error.get('message', '')}".rstrip()
     except Exception:
@@ -382,7 +392,7 @@ class RegistrySource:
 
     def _resolve_top(self) -> Descriptor:
         reference = self.reference
-        what = f"manifest {reference.ref}"
+        what = f"manifest {reference.digest}" if reference.digest else f"tag {reference.tag!r}"
         if self.cache is not None:
             known = self._cached_top()
             if known is not None:
@@ -422,7 +432,7 @@ class RegistrySource:
             descriptor = Descriptor(_document_type(body, "", what), reference.digest, size)
             self._documents[reference.digest] = body
             return descriptor
-        head = self.client.head_manifest(reference.ref, f"manifest {reference.ref}")
+        head = self.client.head_manifest(reference.ref, f"tag {reference.tag!r}")
         if head is None:
             return None
         digest, media_type, size = head
@@ -487,10 +497,13 @@ class RegistrySource:
     def _caching(self, descriptor: Descriptor, stream: Iterator[bytes]) -> Iterator[bytes]:
         """Tee a verified stream into the cache; kept only if it ends verified."""
         assert self.cache is not None
-        with self.cache.writer(descriptor.digest) as write:
-            for chunk in stream:
-                write(chunk)
-                yield chunk
+        try:
+            with self.cache.writer(descriptor.digest) as write:
+                for chunk in stream:
+                    write(chunk)
+                    yield chunk
+        finally:
+            stream.close()  # type: ignore[attr-defined]
 
 
 def _document_type(body: bytes, content_type: str, what: str) -> str:

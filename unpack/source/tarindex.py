@@ -202,7 +202,8 @@ class _Unzstd(_Decompressed):
         self._reader = self._open()
 
     def _open(self) -> zstandard.ZstdDecompressionReader:
-        raw = os.fdopen(os.dup(self._fd), "rb")
+        raw = os.fdopen(os.dup(self._fd), "rb")  # shares the file offset: start over
+        raw.seek(0)
         return zstandard.ZstdDecompressor().stream_reader(
             raw, read_size=_IN_CHUNK, read_across_frames=True, closefd=True
         )

@@ -9,8 +9,8 @@ from typing import Any
 from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
-from unpack.image.layout import Layout
 from unpack.image.platform import Platform
+from unpack.image.store import Source
 from unpack.layer.compression import Compression
 from unpack.verify import Digest
 
@@ -42,7 +42,7 @@ class Image:
         return Platform.from_descriptor(self.config)
 
 
-def resolve_image(layout: Layout, ref: str | None, platform: Platform | None) -> Image:
+def resolve_image(layout: Source, ref: str | None, platform: Platform | None) -> Image:
     """Find the image `ref` names for `platform` (None: the host's, leniently)."""
     index = layout.index()
     check_schema_version(index, f"{layout.path}/index.json")
@@ -75,7 +75,7 @@ def _select_by_ref(entries: list[Descriptor], ref: str | None, where: str) -> li
     return tagged
 
 
-def _find_digest(layout: Layout, entries: list[Descriptor], digest: Digest) -> Descriptor:
+def _find_digest(layout: Source, entries: list[Descriptor], digest: Digest) -> Descriptor:
     """The descriptor with `digest`, in index.json or any index nested under it."""
     pending = [(entry, 0) for entry in entries]
     while pending:
@@ -98,7 +98,7 @@ def _refs_present(entries: list[Descriptor]) -> str:
 
 
 def _manifests(
-    layout: Layout, descriptor: Descriptor, depth: int, seen: frozenset[Digest]
+    layout: Source, descriptor: Descriptor, depth: int, seen: frozenset[Digest]
 ) -> list[Descriptor]:
     """The image manifests reachable from `descriptor`, descending nested indexes."""
     if descriptor.media_type in mediatypes.MANIFESTS:
@@ -141,7 +141,7 @@ def _check_media_type(document: Mapping[str, Any], descriptor: Descriptor, what:
         )
 
 
-def _load_manifest(layout: Layout, descriptor: Descriptor, explicit: Platform | None) -> Image:
+def _load_manifest(layout: Source, descriptor: Descriptor, explicit: Platform | None) -> Image:
     what = f"manifest {descriptor.digest}"
     manifest = layout.read_json(descriptor, "manifest")
     check_schema_version(manifest, what)

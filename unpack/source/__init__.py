@@ -4,7 +4,8 @@
 source; every source offers what the resolver reads (`Source`).
 """
 
-from unpack.source.base import Source, SourceOptions
+from unpack.image.store import Source
+from unpack.source.base import SourceOptions
 from unpack.source.reference import (
     ACCEPTED_FORMS,
     SourceReference,

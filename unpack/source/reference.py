@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from unpack.errors import ImageError, UsageError
 from unpack.image.layout import Layout
 from unpack.image.reference import parse_image_reference
+from unpack.image.store import Source
 from unpack.source.archive import DockerArchive, OciArchive, open_archive
-from unpack.source.base import Source, SourceOptions
-from unpack.source.registry import DOCKER_HUB, RegistryReference, RegistrySource
+from unpack.source.base import SourceOptions
+from unpack.source.registryref import DOCKER_HUB, RegistryReference
 from unpack.source.tarindex import sniff_archive
 from unpack.verify import Digest
 
@@ -158,6 +159,8 @@ def open_source(
     reference = parse_source_reference(text)
     if reference.transport == "docker":
         assert reference.registry is not None
+        from unpack.source.registry import RegistrySource  # loads requests only when needed
+
         return RegistrySource(reference.registry, options), reference.ref, reference
     if reference.transport == "oci":
         return Layout(reference.location), reference.ref, reference

@@ -26,7 +26,6 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -40,11 +39,10 @@ from unpack.image.descriptor import Descriptor, parse_json_object
 from unpack.source.auth import Authorizer, Credentials, _reason, find_credentials, parse_creds
 from unpack.source.base import MAX_DOCUMENT_SIZE, SourceOptions
 from unpack.source.cache import BlobCache
+from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest, verified, verify_bytes
 
 CHUNK_SIZE = 1 << 20
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join([
     mediatypes.OCI_INDEX,
     mediatypes.OCI_MANIFEST,
@@ -55,34 +53,6 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CERTS_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_BACKOFF = 5.0
-
-
-@dataclass(frozen=True)
-class RegistryReference:
-    """`docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`, normalised as Docker does."""
-
-    registry: str  # as written (docker.io for the Hub)
-    repository: str
-    tag: str | None
-    digest: Digest | None
-
-    @property
-    def api_host(self) -> str:
-        """The host:port spoken to (the Hub's API lives on registry-1.docker.io)."""
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
-
-    @property
-    def ref(self) -> str:
-        """What the manifest request names: the digest if given, else the tag."""
-        return str(self.digest) if self.digest else self.tag or "latest"
-
-    def __str__(self) -> str:
-        text = f"docker://{self.registry}/{self.repository}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
 
 
 def _tls_context(options: SourceOptions, host: str) -> ssl.SSLContext | None:

@@ -295,6 +295,17 @@ def test_hardlink_to_lower_layer_file(unpacker: Unpacker) -> None:
     assert t["hl"].inode == t["dir/sub/b"].inode
 
 
+def test_hardlink_when_the_directory_cache_overflows(
+    unpacker: Unpacker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving the link's own directory may evict the target's cached directory fd."""
+    monkeypatch.setattr("unpack.fs.rootfs._CACHE_LIMIT", 1)
+    root = unpacker([[reg("a/f", b"data\n"), reg("c/g", b"other\n")],
+                     [hardlink("b/link", "a/f")]])  # fmt: skip
+    t = tree(root)
+    assert t["b/link"].inode == t["a/f"].inode and t["a/f"].nlink == 2
+
+
 @pytest.mark.parametrize("how", ["whiteout", "file", "dir", "symlink"])
 def test_hardlink_survives_target_removal(unpacker: Unpacker, how: str) -> None:
     replace = {

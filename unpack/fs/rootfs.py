@@ -112,8 +112,8 @@ class Rootfs:
         With `create`, missing directories are made (mode 0755) and a
         non-directory in the way is replaced by one; without it, a missing
         or non-directory component gives None. A returned fd stays valid
-        until the next `dir_fd` call after a `remove` of a directory or
-        symlink (which may change what paths resolve to).
+        only until the next `dir_fd` call, which may close cached fds (after
+        a `remove` of a directory or symlink, or when the cache is full).
         """
         if self._stale:
             self.forget_dirs()

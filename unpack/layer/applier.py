@@ -239,28 +239,32 @@ class Applier:
 
     def _hardlink(self, member: Member) -> tuple[int, str]:
         rootfs, target = self.rootfs, member.link_parts
-        source_dir = rootfs.dir_fd(target[:-1], create=False)
-        source = None if source_dir is None else rootfs.lstat(source_dir, target[-1])
-        if source is None or source_dir is None:
+        cached = rootfs.dir_fd(target[:-1], create=False)
+        source = None if cached is None else rootfs.lstat(cached, target[-1])
+        if source is None or cached is None:
             raise LayerError(
                 f"hardlink {member.entry.name!r}: target {member.entry.linkname!r} does not exist"
             )
         if stat.S_ISDIR(source.st_mode):
             raise LayerError(f"hardlink {member.entry.name!r}: target is a directory")
-        parent = rootfs.dir_fd(member.parts[:-1], create=True)
-        assert parent is not None
-        name = member.parts[-1]
+        source_dir = os.dup(cached)  # the next dir_fd call may close cached fds
         try:
+            parent = rootfs.dir_fd(member.parts[:-1], create=True)
+            assert parent is not None
+            name = member.parts[-1]
+            try:
+                rootfs.link(source_dir, target[-1], parent, name)
+                return parent, name
+            except FileExistsError:
+                existing = rootfs.lstat(parent, name)
+            if existing is not None:
+                if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
+                    return parent, name
+                rootfs.remove(parent, name, existing)
             rootfs.link(source_dir, target[-1], parent, name)
             return parent, name
-        except FileExistsError:
-            existing = rootfs.lstat(parent, name)
-        if existing is not None:
-            if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
-                return parent, name
-            rootfs.remove(parent, name, existing)
-        rootfs.link(source_dir, target[-1], parent, name)
-        return parent, name
+        finally:
+            os.close(source_dir)
 
     def _write_file(self, entry: TarEntry, reader: TarReader, parent: int, name: str) -> None:
         rootfs = self.rootfs

@@ -16,9 +16,9 @@ from unpack.fs.bundle import BundleDir
 from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
 from unpack.idmap import IdMap
-from unpack.image.layout import Layout
 from unpack.image.platform import Platform
 from unpack.image.resolve import Image, Layer, resolve_image
+from unpack.image.store import Source
 from unpack.layer.applier import Applier
 from unpack.layer.compression import Compression, decompressed
 from unpack.layer.tarstream import TarReader
@@ -164,7 +164,7 @@ def _subid(path: str, uid: int) -> tuple[int, int] | None:
 
 
 def _apply_layer(
-    layout: Layout, layer: Layer, applier: Applier, progress: Progress, label: str
+    layout: Source, layer: Layer, applier: Applier, progress: Progress, label: str
 ) -> LayerReport:
     descriptor = layer.descriptor
     report = LayerReport(
@@ -181,16 +181,21 @@ def _apply_layer(
 
 
 def _layer_stream(
-    layout: Layout, layer: Layer, report: LayerReport, progress: Progress
+    layout: Source, layer: Layer, report: LayerReport, progress: Progress
 ) -> Iterator[bytes | memoryview]:
     """Blob → size and digest check → decompression → diff_id check, as one chunk stream.
 
-    For an uncompressed layer whose digest is its diff_id, the blob check
-    already hashes exactly those bytes, so they are hashed once.
+    For a compressed layer, reading and hashing the blob runs in a thread of
+    its own, ahead of decompressing and hashing the result (the caller
+    prefetches that in another). For an uncompressed layer whose digest is its
+    diff_id, the blob check already hashes exactly those bytes, so they are
+    hashed once.
     """
     descriptor = layer.descriptor
     what = f"layer {descriptor.digest}"
     blob = layout.blob_chunks(descriptor, progress.advance)
+    if layer.compression is not Compression.NONE:
+        blob = prefetched(blob)
     plain = _counting(decompressed(blob, layer.compression, what), report)
     if layer.compression is Compression.NONE and layer.diff_id == descriptor.digest:
         return plain

@@ -51,6 +51,9 @@ class Member:
 
 def clean_path(name: str) -> tuple[str, ...]:
     """Components of `name` as if joined to `/` and normalised (`..` stops at the root)."""
+    if name and name[0] not in "./" and "/." not in name and "//" not in name:
+        # Already clean (the common case): at most a trailing slash to drop.
+        return tuple(name[:-1].split("/") if name[-1] == "/" else name.split("/"))
     parts: list[str] = []
     for part in name.split("/"):
         if part == "..":
@@ -104,9 +107,11 @@ def _checked_path(name: str, what: str, entry_name: str) -> tuple[str, ...]:
     if "\0" in name:
         raise LayerError(f"entry {entry_name!r}: {what} contains a NUL byte")
     parts = clean_path(name)
-    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX:
+    size = len(name) if name.isascii() else len(name.encode("utf-8", "surrogateescape"))
+    if size > PATH_MAX:
         raise LayerError(f"entry {entry_name[:80]!r}...: {what} longer than {PATH_MAX} bytes")
-    for part in parts:
-        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise LayerError(f"entry {entry_name[:80]!r}: a {what} component is too long")
+    if size > NAME_MAX:  # only then can one component be too long
+        for part in parts:
+            if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                raise LayerError(f"entry {entry_name[:80]!r}: a {what} component is too long")
     return parts

@@ -185,13 +185,16 @@ def test_cache_second_pull_reads_nothing(work: Path, plain: Registry, tmp_path: 
         assert len([r for r in first if "/blobs/" in r[1]]) == 4
         proxy.requests.clear()
         pull(image, tmp_path / "b2", "--tls-verify=false", "--cache", cache)
-        # a tag may have moved: one HEAD asks for its digest; everything else is cached
+        # the cached tag is used as it is (--pull missing, the default): no request at all
+        assert proxy.requests == []
+        pull(image, tmp_path / "b2a", "--tls-verify=false", "--cache", cache, "--pull", "always")
+        # --pull always asks what the tag names now: one HEAD; everything else is cached
         assert proxy.requests == [("HEAD", "/v2/src/manifests/v1", None)]
         digest = json.loads(run_cli("inspect", "--json", "--cache", cache, "--tls-verify=false",
                                     image).stdout)["manifest"]
     # the registry is gone now: a digest reference still unpacks, from the cache alone
     pull(f"docker://{proxy.host}/src@{digest}", tmp_path / "b3", "--cache", cache)
-    for bundle in ("b1", "b2", "b3"):
+    for bundle in ("b1", "b2", "b2a", "b3"):
         assert_same_as_layout(work, tmp_path / bundle)
     # the cache is an OCI layout, tagged HOST/NAME:TAG
     pull(f"{cache}:{proxy.host}/src:v1", tmp_path / "b4")

@@ -147,6 +147,10 @@ def _source_options(command: Callable[..., None]) -> Callable[..., None]:
                           "for the registry."),
         click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
                      help="Keep fetched blobs in this OCI layout and reuse them."),
+        click.option("--pull", type=click.Choice(["missing", "always"]), default="missing",
+                     show_default=True,
+                     help="With --cache: use a cached tag as is (missing), or ask the "
+                          "registry what the tag names now (always)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -154,9 +158,9 @@ def _source_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _source(creds: str | None, authfile: str | None, tls_verify: bool, cert_dir: str | None,
-            cache: str | None) -> SourceOptions:
+            cache: str | None, pull: str) -> SourceOptions:
     return SourceOptions(creds=creds, authfile=authfile, tls_verify=tls_verify,
-                         cert_dir=cert_dir, cache=cache)
+                         cert_dir=cert_dir, cache=cache, pull=pull)
 
 
 def _raise_open_file_limit() -> None:
@@ -223,6 +227,7 @@ def unpack_command(
     tls_verify: bool,
     cert_dir: str | None,
     cache: str | None,
+    pull: str,
 ) -> None:
     """Unpack IMAGE into the runtime bundle DIR (DIR/config.json and DIR/rootfs).
 
@@ -262,7 +267,7 @@ def unpack_command(
         platform=None if platform is None else Platform.parse(platform),
         runtime=runtime,
         write_config=not no_config,
-        source=_source(creds, authfile, tls_verify, cert_dir, cache),
+        source=_source(creds, authfile, tls_verify, cert_dir, cache, pull),
         rootless=rootless or os.geteuid() != 0,
         uid_map=IdMap.parse(uid_map, "uid"),
         gid_map=IdMap.parse(gid_map, "gid"),
@@ -301,6 +306,7 @@ def inspect_command(
     tls_verify: bool,
     cert_dir: str | None,
     cache: str | None,
+    pull: str,
 ) -> None:
     """Describe IMAGE without unpacking it: platforms, manifest, layers, config.
 
@@ -311,6 +317,6 @@ def inspect_command(
     report = inspect_image(
         image,
         Platform.parse(platform) if platform else None,
-        _source(creds, authfile, tls_verify, cert_dir, cache),
+        _source(creds, authfile, tls_verify, cert_dir, cache, pull),
     )
     click.echo(report_json(report) if as_json else report_table(report))

@@ -26,6 +26,9 @@ class SourceOptions:
     cert_dir: str | None = None
     #: An OCI layout directory keeping fetched blobs (`--cache`).
     cache: str | None = None
+    #: `missing`: a tag found in the cache is used as is (no network at all);
+    #: `always`: ask the registry what the tag names now (one HEAD request).
+    pull: str = "missing"
     #: Attempts per request on dropped connections and 5xx/429 answers.
     retries: int = 5
     #: Seconds to wait for a connection and between bytes.

@@ -134,6 +134,18 @@ class BlobCache:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
 
+    def lookup(self, ref_name: str) -> dict[str, Any] | None:
+        """The descriptor recorded under `ref_name` in index.json, if any."""
+        try:
+            with open(os.path.join(self.path, "index.json"), "rb") as file:
+                manifests = json.loads(file.read()).get("manifests", [])
+        except (OSError, ValueError, AttributeError):
+            return None
+        for entry in manifests:
+            if isinstance(entry, dict) and entry.get("annotations", {}).get(REF_NAME) == ref_name:
+                return entry
+        return None
+
     def tag(self, ref_name: str, descriptor: dict[str, Any]) -> None:
         """Record `descriptor` in index.json under `ref_name` (replacing an older one)."""
         with self._locked():

@@ -333,6 +333,7 @@ class RegistrySource:
         self.reference = reference
         self.path = str(reference)
         self.client = RegistryClient(reference, options)
+        self.pull = options.pull
         self.cache = BlobCache(options.cache) if options.cache else None
         self._documents: dict[Digest, bytes] = {}
         self._top: Descriptor | None = None
@@ -385,7 +386,7 @@ class RegistrySource:
         return descriptor
 
     def _cached_top(self) -> Descriptor | None:
-        """From the cache: a digest reference costs nothing, a tag costs one HEAD."""
+        """From the cache: a digest costs nothing; so does a cached tag unless pull="always"."""
         assert self.cache is not None
         reference = self.reference
         if reference.digest is not None:
@@ -402,6 +403,11 @@ class RegistrySource:
             descriptor = Descriptor(_document_type(body, "", what), reference.digest, size)
             self._documents[reference.digest] = body
             return descriptor
+        recorded = self.cache.lookup(self._cache_name()) if self.pull == "missing" else None
+        if recorded is not None:
+            descriptor = Descriptor.parse(recorded, f"{self.cache.path}/index.json")
+            if self.cache.read_json(descriptor, "manifest") is not None:
+                return descriptor
         head = self.client.head_manifest(reference.ref, f"tag {reference.tag!r}")
         if head is None:
             return None
@@ -412,10 +418,14 @@ class RegistrySource:
         self._remember(descriptor)
         return descriptor
 
+    def _cache_name(self) -> str:
+        """The ref name a tag is recorded under in the cache: HOST/NAME:TAG."""
+        reference = self.reference
+        return f"{reference.registry}/{reference.repository}:{reference.tag}"
+
     def _remember(self, descriptor: Descriptor) -> None:
         if self.cache is not None and self.reference.tag:
-            name = f"{self.reference.registry}/{self.reference.repository}:{self.reference.tag}"
-            self.cache.tag(name, {
+            self.cache.tag(self._cache_name(), {
                 "mediaType": descriptor.media_type,
                 "digest": str(descriptor.digest),
                 "size": descriptor.size,

@@ -132,7 +132,10 @@ def _checked_env(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _source_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options that say how to reach a registry (and where to cache its blobs)."""
+    """The options that say how to reach a registry (and where to cache its blobs).
+
+    The command receives them as one `source: SourceOptions` argument.
+    """
     options = [
         click.option("--creds", metavar="USER:PASS",
                      help="Registry credentials (default: from the auth files)."),
@@ -152,15 +155,18 @@ def _source_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="With --cache: use a cached tag as is (missing), or ask the "
                           "registry what the tag names now (always)."),
     ]
+
+    @functools.wraps(command)
+    def with_source(*args: Any, **kwargs: Any) -> None:
+        source = SourceOptions(**{name: kwargs.pop(name) for name in _SOURCE_PARAMS})
+        command(*args, source=source, **kwargs)
+
     for option in reversed(options):
-        command = option(command)
-    return command
+        with_source = option(with_source)
+    return with_source
 
 
-def _source(creds: str | None, authfile: str | None, tls_verify: bool, cert_dir: str | None,
-            cache: str | None, pull: str) -> SourceOptions:
-    return SourceOptions(creds=creds, authfile=authfile, tls_verify=tls_verify,
-                         cert_dir=cert_dir, cache=cache, pull=pull)
+_SOURCE_PARAMS = ("creds", "authfile", "tls_verify", "cert_dir", "cache", "pull")
 
 
 def _raise_open_file_limit() -> None:
@@ -222,12 +228,7 @@ def unpack_command(
     gid_map: tuple[str, ...],
     quiet: bool,
     as_json: bool,
-    creds: str | None,
-    authfile: str | None,
-    tls_verify: bool,
-    cert_dir: str | None,
-    cache: str | None,
-    pull: str,
+    source: SourceOptions,
 ) -> None:
     """Unpack IMAGE into the runtime bundle DIR (DIR/config.json and DIR/rootfs).
 
@@ -267,7 +268,7 @@ def unpack_command(
         platform=None if platform is None else Platform.parse(platform),
         runtime=runtime,
         write_config=not no_config,
-        source=_source(creds, authfile, tls_verify, cert_dir, cache, pull),
+        source=source,
         rootless=rootless or os.geteuid() != 0,
         uid_map=IdMap.parse(uid_map, "uid"),
         gid_map=IdMap.parse(gid_map, "gid"),
@@ -301,12 +302,7 @@ def inspect_command(
     image: str,
     platform: str | None,
     as_json: bool,
-    creds: str | None,
-    authfile: str | None,
-    tls_verify: bool,
-    cert_dir: str | None,
-    cache: str | None,
-    pull: str,
+    source: SourceOptions,
 ) -> None:
     """Describe IMAGE without unpacking it: platforms, manifest, layers, config.
 
@@ -317,6 +313,6 @@ def inspect_command(
     report = inspect_image(
         image,
         Platform.parse(platform) if platform else None,
-        _source(creds, authfile, tls_verify, cert_dir, cache, pull),
+        source,
     )
     click.echo(report_json(report) if as_json else report_table(report))

@@ -4,7 +4,6 @@ Every failure a user can cause (a bad image, a bad destination, a bad option)
 is one of these; anything else reaching the CLI is a bug.
 """
 
-EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_IMAGE = 3
 EXIT_FILESYSTEM = 4

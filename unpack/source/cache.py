@@ -134,14 +134,18 @@ class BlobCache:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
 
-    def lookup(self, ref_name: str) -> dict[str, Any] | None:
-        """The descriptor recorded under `ref_name` in index.json, if any."""
+    def _manifests(self) -> list[Any]:
+        """The entries of index.json (none if it is unreadable)."""
         try:
             with open(os.path.join(self.path, "index.json"), "rb") as file:
                 manifests = json.loads(file.read()).get("manifests", [])
         except (OSError, ValueError, AttributeError):
-            return None
-        for entry in manifests:
+            return []
+        return manifests if isinstance(manifests, list) else []
+
+    def lookup(self, ref_name: str) -> dict[str, Any] | None:
+        """The descriptor recorded under `ref_name` in index.json, if any."""
+        for entry in self._manifests():
             if isinstance(entry, dict) and entry.get("annotations", {}).get(REF_NAME) == ref_name:
                 return entry
         return None
@@ -149,13 +153,8 @@ class BlobCache:
     def tag(self, ref_name: str, descriptor: dict[str, Any]) -> None:
         """Record `descriptor` in index.json under `ref_name` (replacing an older one)."""
         with self._locked():
-            try:
-                with open(os.path.join(self.path, "index.json"), "rb") as file:
-                    manifests = json.loads(file.read()).get("manifests", [])
-            except (OSError, ValueError, AttributeError):
-                manifests = []
             manifests = [
-                m for m in manifests
+                m for m in self._manifests()
                 if not isinstance(m, dict) or m.get("annotations", {}).get(REF_NAME) != ref_name
             ]
             entry = dict(descriptor)

@@ -41,19 +41,14 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
 
-class _Decompressed(io.RawIOBase):
-    """A read-only, seekable view of a compressed file's decompressed bytes."""
+class _ReadOnlySeekable(io.RawIOBase):
+    """A read-only raw file over an fd, with its own position (`_pos`)."""
 
-    def __init__(self, fd: int, what: str) -> None:
+    def __init__(self, fd: int) -> None:
         super().__init__()
         self._fd = fd
-        self.what = what
         self._pos = 0  # the position read() starts at
-        self._stream_pos = 0  # the uncompressed offset of _pending[0]
-        self._pending = b""
-        self._at_eof = False
 
-    # -- io.RawIOBase
     def readable(self) -> bool:
         return True
 
@@ -62,6 +57,17 @@ class _Decompressed(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+
+class _Decompressed(_ReadOnlySeekable):
+    """A read-only, seekable view of a compressed file's decompressed bytes."""
+
+    def __init__(self, fd: int, what: str) -> None:
+        super().__init__(fd)
+        self.what = what
+        self._stream_pos = 0  # the uncompressed offset of _pending[0]
+        self._pending = b""
+        self._at_eof = False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:
@@ -228,22 +234,8 @@ class _Unzstd(_Decompressed):
         super().close()
 
 
-class _Plain(io.RawIOBase):
+class _Plain(_ReadOnlySeekable):
     """An uncompressed file, read with pread (no shared file position)."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:

@@ -312,7 +312,7 @@ def inspect_command(
     """
     report = inspect_image(
         image,
-        Platform.parse(platform) if platform else None,
+        None if platform is None else Platform.parse(platform),
         source,
     )
     click.echo(report_json(report) if as_json else report_table(report))

@@ -185,11 +185,11 @@ def _layer_stream(
 ) -> Iterator[bytes | memoryview]:
     """Blob → size and digest check → decompression → diff_id check, as one chunk stream.
 
-    For a compressed layer, reading and hashing the blob runs in a thread of
-    its own, ahead of decompressing and hashing the result (the caller
-    prefetches that in another). For an uncompressed layer whose digest is its
-    diff_id, the blob check already hashes exactly those bytes, so they are
-    hashed once.
+    For a compressed layer, reading and hashing the blob, decompressing, and
+    hashing the result each run in a thread of their own (the caller prefetches
+    the last stage), so the three overlap. For an uncompressed layer whose
+    digest is its diff_id, the blob check already hashes exactly those bytes,
+    so they are hashed once.
     """
     descriptor = layer.descriptor
     what = f"layer {descriptor.digest}"
@@ -199,6 +199,8 @@ def _layer_stream(
     plain = _counting(decompressed(blob, layer.compression, what), report)
     if layer.compression is Compression.NONE and layer.diff_id == descriptor.digest:
         return plain
+    if layer.compression is not Compression.NONE:
+        plain = prefetched(plain)
     return verified(plain, layer.diff_id, None, f"{what}: uncompressed content (diff_id)")
 
 

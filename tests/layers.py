@@ -26,10 +26,14 @@ from fixtures.layout import Compression, LayoutWriter
 from fixtures.tarwriter import Entry, build_tar
 from unpack.fs import openat2
 from unpack.fs import rootfs as rootfs_module
+from unpack.layer import fastlane
 from unpack.progress import Progress
 from unpack.verbs.unpack import UnpackOptions, unpack
 
 RESOLVERS = ("openat2", "walk")
+# How the applier tests run each rule: with either resolver (and the C fast lane, where it
+# was built), and once more through the pure-Python path alone.
+APPLIER_MODES = (*RESOLVERS, "openat2-python")
 CONFIG: dict[str, Any] = {"created": "2023-11-14T22:13:20Z", "config": {"Cmd": ["/bin/true"]}}
 
 
@@ -59,6 +63,7 @@ class Unpacker:
     sentinels: Sentinels | None = None
     openat2_calls: int = 0
     walk_calls: int = 0
+    lane_files: int = 0  # files the C fast lane created
     _count: int = 0
 
     @property
@@ -94,14 +99,25 @@ def counting_resolvers(monkeypatch: pytest.MonkeyPatch, unpacker: Unpacker) -> I
 
     monkeypatch.setattr(openat2, "openat2", spy_openat2)
     monkeypatch.setattr(rootfs_module.Rootfs, "_walk", spy_walk)
+    if fastlane.create_files is not None:
+        real_create_files = fastlane.create_files
+
+        def spy_create_files(*args: Any) -> tuple[int, list[str], bytes | None]:
+            end, names, other = real_create_files(*args)
+            unpacker.lane_files += len(names)
+            return end, names, other
+
+        monkeypatch.setattr(fastlane, "create_files", spy_create_files)
     yield
 
 
 def resolver_param(name: str) -> bool:
-    """`use_openat2` for a resolver name; skips the openat2 case on kernels without it."""
-    if name == "openat2" and not openat2.available():
+    """`use_openat2` for a resolver (or applier mode) name; skips the openat2 cases on
+    kernels without it."""
+    use = name.startswith("openat2")
+    if use and not openat2.available():
         pytest.skip("this kernel (or seccomp policy) does not offer openat2 RESOLVE_IN_ROOT")
-    return name == "openat2"
+    return use
 
 
 # -- tree snapshots ---------------------------------------------------------------------------
@@ -261,17 +277,19 @@ class Sentinels:
 def unpacker_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Unpacker]:
-    """Body of the `unpacker` fixture (params=RESOLVERS): an `Unpacker` per resolver.
+    """Body of the `unpacker` fixture (params=APPLIER_MODES): an `Unpacker` per mode.
 
     Plants sentinels beside the bundle and under `/tmp/oci-unpack-test-*` and checks them
-    after the test. The openat2 case really resolves with openat2 (calls are counted);
-    the walk case never calls it. Use it as::
+    after the test. The openat2 cases really resolve with openat2 (calls are counted);
+    the walk case never calls it; the "-python" case turns the C fast lane off. Use it as::
 
-        @pytest.fixture(params=RESOLVERS)
+        @pytest.fixture(params=APPLIER_MODES)
         def unpacker(request, tmp_path, monkeypatch):
             yield from unpacker_fixture(request, tmp_path, monkeypatch)
     """
     use = resolver_param(request.param)
+    if request.param.endswith("-python"):
+        monkeypatch.setattr(fastlane, "AVAILABLE", False)
     images, work = tmp_path / "images", tmp_path / "work"
     images.mkdir()
     work.mkdir()

@@ -8,6 +8,7 @@ once with openat2(RESOLVE_IN_ROOT) and once with the component-walk fallback, an
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
 from collections.abc import Iterator
@@ -15,15 +16,16 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
-from layers import RESOLVERS, Unpacker, node, sha256, tree, unpacker_fixture
+from layers import APPLIER_MODES, Unpacker, node, sha256, tree, unpacker_fixture
 
 from fixtures.tarwriter import DEFAULT_MTIME, Entry, dirent, hardlink, reg, symlink, whiteout
 from unpack.fs import openat2
+from unpack.layer import fastlane
 
 NS = 1_000_000_000
 
 
-@pytest.fixture(params=RESOLVERS)
+@pytest.fixture(params=APPLIER_MODES)
 def unpacker(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Unpacker]:
@@ -48,7 +50,7 @@ CAP_NET_BIND_SERVICE = 10
 
 
 def test_resolver_is_the_one_asked_for(unpacker: Unpacker) -> None:
-    """The openat2 case resolves nested paths with openat2; the walk case never calls it."""
+    """The openat2 cases resolve nested paths with openat2; the walk case never calls it."""
     root = unpacker([[dirent("a"), dirent("a/b"), reg("a/b/c", b"deep\n")],
                      [reg("a/b/d", b"upper\n")]])  # fmt: skip
     assert (root / "a/b/c").read_bytes() == b"deep\n"
@@ -59,6 +61,22 @@ def test_resolver_is_the_one_asked_for(unpacker: Unpacker) -> None:
     else:
         assert unpacker.openat2_calls == 0
         assert unpacker.walk_calls > 0
+
+
+def test_fast_lane_is_used_unless_turned_off(
+    unpacker: Unpacker, request: pytest.FixtureRequest
+) -> None:
+    """Root with no ID maps: the plain files after a file or directory entry go through the
+    C fast lane (when it was built); the "-python" mode applies every entry in Python."""
+    files = [reg(f"d/f{i}", b"x" * i) for i in range(20)]
+    root = unpacker([[dirent("d"), *files]])
+    assert sorted(os.listdir(root / "d")) == sorted(f"f{i}" for i in range(20))
+    if shutil.which("cc"):
+        assert fastlane.create_files is not None, "a C compiler is here, but no fast lane"
+    lane_on = fastlane.AVAILABLE and os.geteuid() == 0
+    assert unpacker.lane_files == (20 if lane_on else 0)
+    if request.node.callspec.params["unpacker"].endswith("-python"):
+        assert unpacker.lane_files == 0
 
 
 # -- entry types ------------------------------------------------------------------------------

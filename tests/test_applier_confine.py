@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, needs_root, needs_tool
 from layers import (
+    APPLIER_MODES,
     RESOLVERS,
     SENTINEL,
     Sentinels,
@@ -39,7 +40,7 @@ from unpack.layer.policy import clean_path
 PWNED = b"pwned\n"
 
 
-@pytest.fixture(params=RESOLVERS)
+@pytest.fixture(params=APPLIER_MODES)
 def unpacker(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Unpacker]:

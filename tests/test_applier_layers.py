@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from layers import RESOLVERS, Unpacker, tree, unpacker_fixture
+from layers import APPLIER_MODES, Unpacker, tree, unpacker_fixture
 
 from fixtures.tarwriter import Entry, dirent, hardlink, opaque, reg, symlink, whiteout
 from unpack.errors import LayerError
@@ -26,7 +26,7 @@ LOWER = [
 ]  # fmt: skip
 
 
-@pytest.fixture(params=RESOLVERS)
+@pytest.fixture(params=APPLIER_MODES)
 def unpacker(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Unpacker]:

@@ -279,6 +279,16 @@ class Rootfs:
             return True
         return self.is_setgid_dir(parent)
 
+    def plain_owner(self) -> tuple[int, int] | None:
+        """Who owns a new name, when owners are set as they are (no ID maps); else None.
+
+        The C fast lane (`unpack.layer.fastlane`) creates files here only when this is
+        not None: it chowns every file not owned by exactly this uid:gid.
+        """
+        if not self.applies_owners or self.uid_map.ranges or self.gid_map.ranges:
+            return None
+        return self._owner
+
     def owner_differs(self, info: os.stat_result, uid: int, gid: int) -> bool:
         """Whether an existing name's owner is not (the host IDs of) uid:gid."""
         wanted = (self.uid_map.to_host(uid), self.gid_map.to_host(gid))

@@ -20,6 +20,7 @@ import xattr
 
 from unpack.errors import FilesystemError, LayerError
 from unpack.fs.rootfs import Rootfs
+from unpack.layer.fastlane import FastLane
 from unpack.layer.policy import Action, Member, admit
 from unpack.layer.tarstream import EntryKind, TarEntry, TarReader
 
@@ -43,32 +44,40 @@ T = TypeVar("T")
 class Applier:
     """Applies layers in order onto one rootfs; call `finish` after the last."""
 
-    def __init__(self, rootfs: Rootfs, *, warn: Warn) -> None:
+    def __init__(self, rootfs: Rootfs, *, warn: Warn, fast_lane: bool = True) -> None:
         self.rootfs = rootfs
         self.warn = warn
-        self._dir_times: dict[int, tuple[tuple[str, ...], int, int]] = {}
-        self._written: set[tuple[int, str]] = set()
+        # directory inode -> (its path, joined: one string per directory), atime, mtime
+        self._dir_times: dict[int, tuple[str, int, int]] = {}
+        self._written: dict[int, set[str]] = {}  # directory inode -> names written in it
         self._ancestors: set[int] = set()
         self._warned: set[str] = set()
         # New names get their permission bits at creation unless a umask interferes.
         self._exact_modes = _current_umask() == 0
+        self._lane = (
+            FastLane.for_rootfs(rootfs, self._note_lane_files, exact_modes=self._exact_modes)
+            if fast_lane
+            else None
+        )
 
     def apply_layer(self, reader: TarReader) -> int:
         """Apply every entry of one layer; return how many entries it had."""
-        self._written = set()
+        self._written = {}
         self._ancestors = set()
         for entry in reader:
             member = admit(entry)
             try:
                 self._apply(member, reader)
+                if self._lane is not None and member.action is Action.CREATE:
+                    self._lane.follow(member, reader)
             except OSError as error:
                 raise _translate(error, member.path or ".") from None
         return reader.entries
 
     def finish(self) -> None:
         """Give every directory the times of its last header entry."""
-        for inode, (parts, atime_ns, mtime_ns) in self._dir_times.items():
-            fd = self.rootfs.open_dir(parts)
+        for inode, (path, atime_ns, mtime_ns) in self._dir_times.items():
+            fd = self.rootfs.open_dir(path.split("/") if path else ())
             if fd is None:
                 continue
             try:
@@ -96,13 +105,19 @@ class Applier:
             self.rootfs.dir_modes_changed()
             self._remember_dir_times(self.rootfs.root_inode, (), member.entry)
 
-    # Same-layer bookkeeping: what this layer wrote, as (directory inode, name), and
+    # Same-layer bookkeeping: what this layer wrote, as names per directory inode, and
     # every directory above it, as inodes. Inodes say where things really are, so a
     # path written through a symlinked parent is recognised under any name.
 
     def _note_written(self, parent: int, name: str) -> None:
         parent_inode = self.rootfs.dir_inode(parent)
-        self._written.add((parent_inode, name))
+        self._written.setdefault(parent_inode, set()).add(name)
+        if parent_inode not in self._ancestors:
+            self._note_ancestors(parent)
+
+    def _note_lane_files(self, parent: int, names: list[str]) -> None:
+        parent_inode = self.rootfs.dir_inode(parent)
+        self._written.setdefault(parent_inode, set()).update(names)
         if parent_inode not in self._ancestors:
             self._note_ancestors(parent)
 
@@ -136,7 +151,7 @@ class Applier:
         if info is None:
             return
         is_dir = stat.S_ISDIR(info.st_mode)
-        written = (self.rootfs.dir_inode(parent), name) in self._written
+        written = name in self._written.get(self.rootfs.dir_inode(parent), ())
         if written or (is_dir and info.st_ino in self._ancestors):
             # The same layer wrote this path (or below it): only lower content goes.
             if is_dir:
@@ -158,8 +173,9 @@ class Applier:
                     children = [
                         (c.name, c.is_dir(follow_symlinks=False), c.inode()) for c in entries
                     ]
+                written_here = self._written.get(inode, ())
                 for name, is_dir, child_inode in children:
-                    written = (inode, name) in self._written
+                    written = name in written_here
                     if is_dir and (written or child_inode in self._ancestors):
                         pending.append(os.open(name, _DIR_NOFOLLOW, dir_fd=fd))
                     elif not written:
@@ -340,7 +356,7 @@ class Applier:
             self.warn(message + " (further such warnings suppressed)")
 
     def _remember_dir_times(self, inode: int, parts: tuple[str, ...], entry: TarEntry) -> None:
-        self._dir_times[inode] = (parts, *_times(entry))
+        self._dir_times[inode] = ("/".join(parts), *_times(entry))
 
 
 def _current_umask() -> int:

@@ -25,7 +25,8 @@ Decisions where the format is ambiguous:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from unpack.errors import LayerError
 from unpack.layer.tarheader import (
@@ -45,7 +46,7 @@ from unpack.layer.tarheader import (
     sparse_map,
 )
 
-__all__ = ["EntryKind", "TarEntry", "TarReader"]
+__all__ = ["EntryKind", "PlainRun", "TarEntry", "TarReader"]
 
 _ZERO = bytes(512)
 _FILE, _DIR = EntryKind.FILE, EntryKind.DIR
@@ -63,6 +64,11 @@ _NUL_SPACE = bytes.maketrans(b"\0", b" ")
 _FIELDS = ((100, 108, "mode"), (108, 116, "uid"), (116, 124, "gid"), (124, 136, "size"),
            (136, 148, "mtime"), (148, 156, "checksum"))  # fmt: skip
 _adler = zlib.adler32
+
+R = TypeVar("R")
+# Takes whole entries from a buffer at an offset; returns the offset after them, how many
+# it took, and a result (see `TarReader.take_plain`).
+PlainRun = Callable[[memoryview, int], tuple[int, int, R]]
 
 
 def _show(name: bytes | str) -> str:
@@ -85,7 +91,7 @@ def _checksum_ok(h: bytes, stored: int) -> bool:
 class TarReader:
     """Iterate once over the entries; `data()` streams the current entry's stored bytes."""
 
-    __slots__ = ("_after", "_base", "_cur", "_gen", "_it", "_len", "_mv", "_pos",
+    __slots__ = ("_after", "_base", "_cur", "_gen", "_glob", "_it", "_len", "_mv", "_pos",
                  "_read_gen", "_remain", "_started", "entries")  # fmt: skip
 
     def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
@@ -96,6 +102,7 @@ class TarReader:
         self._gen = self._read_gen = 0  # entry number, entry whose data() was taken
         self._cur: TarEntry | None = None
         self._started = False
+        self._glob: dict[bytes, bytes] = {}  # global PAX records ('g')
         self.entries = 0
 
     # -- input buffer --------------------------------------------------------------------
@@ -144,7 +151,7 @@ class TarReader:
         return self._entries()
 
     def _entries(self) -> Iterator[TarEntry]:
-        glob: dict[bytes, bytes] = {}
+        glob = self._glob
         while True:
             n, self._remain, self._after = self._remain + self._after, 0, 0
             if n and not self._skip(n):
@@ -157,6 +164,23 @@ class TarReader:
             yield entry
         for _ in self._it:  # the caller hashes the whole stream: read past the trailer
             pass
+
+    def take_plain(self, run: PlainRun[R]) -> R | None:
+        """Between entries, let `run` take whole plain entries (header, data and padding)
+        from the buffered input, and count them as read; returns what `run` returned.
+
+        Only when the current entry's data has been read, and no global PAX record is in
+        force (it would change the entries `run` sees), and never across chunks; returns
+        None without calling `run` otherwise.
+        """
+        pos = self._pos + self._after
+        if self._remain or self._glob or pos > self._len:
+            return None
+        end, taken, result = run(self._mv, pos)
+        if taken:
+            self._pos, self._after, self._cur = end, 0, None
+            self.entries += taken
+        return result
 
     def data(self) -> Iterator[memoryview]:
         """The current entry's stored bytes (sparse: the data segments, concatenated)."""

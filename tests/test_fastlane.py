@@ -22,7 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layers import build_image, tree
 
-from fixtures.tarwriter import Entry, build_tar, dirent, hardlink, reg, symlink, whiteout
+from fixtures.tarwriter import (
+    DEFAULT_MTIME,
+    Entry,
+    build_tar,
+    dirent,
+    hardlink,
+    reg,
+    symlink,
+    whiteout,
+)
 from unpack.errors import UnpackError
 from unpack.layer import fastlane
 from unpack.layer.policy import admit, lane_directory
@@ -50,15 +59,17 @@ def target(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 def run(data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0) -> tuple[int, list[str]]:
     """`create_files` from `pos` with directory `prefix` at `fd`: (end, names)."""
-    return run_to(data, fd, prefix, pos)[:2]
+    end, names, _, _ = run_to(data, fd, prefix, pos)
+    return end, names
 
 
 def run_to(
-    data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0
-) -> tuple[int, list[str], bytes | None]:
-    """`create_files` from `pos`: (end, names, the other directory it stopped at)."""
+    data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0, setgid: bool = False
+) -> tuple[int, list[str], list[tuple[str, int, int]], bytes | None]:
+    """`create_files` from `pos`: (end, names, directories made, the other directory it
+    stopped at)."""
     assert fastlane.create_files is not None
-    return fastlane.create_files(memoryview(data), pos, fd, prefix, *OWNER, False)
+    return fastlane.create_files(memoryview(data), pos, fd, prefix, *OWNER, setgid)
 
 
 def test_takes_plain_files_with_their_metadata(target: tuple[int, Path]) -> None:
@@ -95,7 +106,8 @@ def test_sets_owners_that_differ(target: tuple[int, Path]) -> None:
 
 
 STOPS: dict[str, Entry] = {
-    "directory": dirent("d/sub"),
+    "setgid directory": dirent("d/sub", mode=0o2755),
+    "directory with two slashes": dirent("d/sub//"),
     "symlink": symlink("d/s", "a"),
     "hardlink": hardlink("d/h", "d/a"),
     "fifo": Entry("d/p", "fifo"),
@@ -201,7 +213,7 @@ def lane_entries(draw: st.DrawFn) -> Entry:
     name = draw(st.sampled_from(DIRS)) + draw(st.sampled_from(BASES))
     kind = draw(st.sampled_from(["file"] * 6 + ["dir", "dir", "symlink", "hardlink"]))
     uid = draw(st.sampled_from([0, 0, 0, 1000]))
-    mode = draw(st.sampled_from([None, None, 0o600, 0o4755, 0o000]))
+    mode = draw(st.sampled_from([None, None, 0o600, 0o4755, 0o2775, 0o000]))
     if kind == "file":
         content = draw(st.sampled_from([b"", b"data\n", b"z" * 700]))
         return reg(name, content, uid=uid, mode=mode, mtime=draw(st.sampled_from([5, 6.5])))
@@ -255,10 +267,10 @@ def test_differential_sees_a_difference() -> None:
     real = fastlane.create_files
 
     def wrong_mode(buffer: memoryview, pos: int, fd: int, *args: Any) -> tuple[Any, ...]:
-        end, names, other = real(buffer, pos, fd, *args)
-        for name in names:
+        made = real(buffer, pos, fd, *args)
+        for name in made[1]:
             os.chmod(name, 0o666, dir_fd=fd)
-        return end, names, other
+        return made
 
     fastlane.create_files = wrong_mode
     try:
@@ -270,14 +282,48 @@ def test_differential_sees_a_difference() -> None:
 def test_reports_a_plain_file_in_another_directory(target: tuple[int, Path]) -> None:
     fd, path = target
     data = build_tar([reg("d/a", b"1"), reg("e/f/g", b"2")])
-    assert run_to(data, fd) == (1024, ["a"], b"e/f/")
-    assert run_to(data, fd, b"e/f/", pos=1024)[:2] == (2048, ["g"])
+    assert run_to(data, fd) == (1024, ["a"], [], b"e/f/")
+    assert run_to(data, fd, b"e/f/", pos=1024)[:3] == (2048, ["g"], [])
     long_name = build_tar([reg(LONG_DIR + "/h", b"3")])
-    assert run_to(long_name, fd)[2] == LONG_DIR.encode() + b"/"
-    # only plain files: anything else ends the lane without naming a directory
-    for entry in (dirent("e/sub"), reg("e/.wh.x"), reg("e/s", mode=0o2755), symlink("e/l", "d")):
-        assert run_to(build_tar([entry]), fd) == (0, [], None)
+    assert run_to(long_name, fd)[3] == LONG_DIR.encode() + b"/"
+    assert run_to(build_tar([dirent("e/sub")]), fd)[3] == b"e/"
+    # only plain entries: anything else ends the lane without naming a directory
+    for entry in (reg("e/.wh.x"), reg("e/s", mode=0o2755), symlink("e/l", "d")):
+        assert run_to(build_tar([entry]), fd) == (0, [], [], None)
     assert sorted(os.listdir(path)) == ["a", "g"]
+
+
+@needs_root
+def test_makes_plain_directories(target: tuple[int, Path]) -> None:
+    """Mode and owner at creation; times are left for after the last layer."""
+    fd, path = target
+    data = build_tar([dirent("d/sub", mode=0o750, uid=1000, gid=1001, mtime=77),
+                      dirent("d/plain/"), reg("d/f", b"1")])  # fmt: skip
+    _, names, dirs, other = run_to(data, fd)
+    assert (names, other) == (["sub", "plain", "f"], None)
+    sub, plain = os.stat(path / "sub"), os.stat(path / "plain")
+    assert dirs == [("sub", sub.st_ino, 77), ("plain", plain.st_ino, DEFAULT_MTIME)]
+    assert (sub.st_mode & 0o7777, sub.st_uid, sub.st_gid) == (0o750, 1000, 1001)
+    assert (plain.st_mode & 0o7777, plain.st_uid, plain.st_gid) == (0o755, *OWNER)
+    assert sub.st_mtime_ns != 77 * 10**9
+
+
+def test_a_directory_has_no_data_whatever_its_size_field(target: tuple[int, Path]) -> None:
+    """As the reader (and Go) read it: the next header follows a directory's header."""
+    fd = target[0]
+    data = build_tar([dirent("d/sub", raw={"size": 1024}), reg("d/f", b"1")])
+    assert run(data, fd) == (1536, ["sub", "f"])
+
+
+def test_no_directory_in_a_setgid_parent_or_over_a_name(target: tuple[int, Path]) -> None:
+    """A new directory in a setgid parent inherits its group and setgid bit (the Python
+    path sets them right); an existing name needs the replacement rules."""
+    fd, path = target
+    data = build_tar([dirent("d/sub")])
+    assert run_to(data, fd, setgid=True) == (0, [], [], None)
+    (path / "sub").write_bytes(b"file")
+    assert run_to(data, fd) == (0, [], [], None)
+    assert (path / "sub").read_bytes() == b"file"
 
 
 @pytest.mark.parametrize(

@@ -1,31 +1,38 @@
-/* The fast lane: runs of plain regular files created in C, many per call.
+/* The fast lane: runs of plain files and directories created in C, many per call.
  *
  * create_files(buffer, pos, dir_fd, prefix, owner_uid, owner_gid, chown_all)
- *     -> (end, names)
+ *     -> (end, names, dirs, other_dir)
  *
  * Starting at `pos` in `buffer` (decompressed layer tar), take entries one by
  * one while each is the simplest kind of tar member: a ustar/v7 regular file
- * ('0' or NUL) with plain octal fields and a valid checksum, whose name is
- * `prefix` (a directory, with its '/') followed by one ASCII component that is
- * not ".", "..", or a whiteout (".wh." prefix), with permission bits only (no
- * setuid/setgid/sticky), and whose headers and data lie wholly in `buffer`.  The name is
- * the header's name field (the ustar prefix field must be empty), or the
- * value of a PAX header ('x') before it that holds a single "path" record —
- * how Go's archive/tar and Python's tarfile write names past 100 bytes.  Each is created in directory `dir_fd` exactly as the Python
- * applier would: openat(O_CREAT|O_EXCL|O_NOFOLLOW) with its mode (the caller
- * runs under umask 0), its data written, fchown to its uid:gid unless that is
- * (owner_uid, owner_gid) and not `chown_all`, and futimens to its mtime.
+ * ('0' or NUL) or directory ('5') with plain octal fields and a valid
+ * checksum, permission bits only (no setuid/setgid/sticky), whose name is
+ * `prefix` (a directory, with its '/') followed by one ASCII component that
+ * is not ".", "..", or a whiteout (".wh." prefix) — a directory's with one
+ * trailing '/' allowed — and whose headers and data lie wholly in `buffer`.
+ * The name is the header's name field (the ustar prefix field must be empty)
+ * or the value of a PAX header ('x') before it that holds a single "path"
+ * record: how Go's archive/tar and Python's tarfile write names past 100 bytes.
+ *
+ * Each is made in directory `dir_fd` as the Python applier would, under the
+ * caller's umask 0: a file with openat(O_CREAT|O_EXCL|O_NOFOLLOW) and its mode,
+ * its data written, fchown to its uid:gid unless that is (owner_uid,
+ * owner_gid) and not `chown_all` (a setgid parent), and futimens to its mtime;
+ * a directory with mkdirat and its mode, and the same owner rule (none is
+ * made in a setgid parent, whose group it would inherit). Directory times are
+ * left to the caller, which sets them after the last layer.
  *
  * The lane stops, without consuming it, at the first entry that is anything
  * else, or whose create fails (an existing name, for instance): the Python
  * reader and applier then handle that entry with the full rules.  If a step
- * after the create fails, the new file is unlinked first, so the Python path
+ * after the create fails, what was made is removed first, so the Python path
  * meets the same state and reports the error itself.
  *
- * Returns (end, names, other_dir): the offset after the last entry taken, the
- * names created, in order, and — when the lane stopped at an entry that is all
- * of the above but in another directory — that directory as named (with its
- * '/'), so the caller may check it and go on there; else None.
+ * Returns the offset after the last entry taken; the names made, in order;
+ * (name, inode, mtime) of the directories among them; and — when the lane
+ * stopped at an entry that is all of the above but in another directory —
+ * that directory as named (with its '/'), so the caller may check it and go
+ * on there; else None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -44,6 +51,8 @@
 
 typedef struct {
     Py_ssize_t name_off, name_len;
+    int is_dir;
+    unsigned long long inode, mtime;
 } taken_name;
 
 /* An octal field padded with spaces or NULs on either side; 0 if it is anything else. */
@@ -159,6 +168,22 @@ static int create_one(int dir_fd, const char *name, unsigned mode, const unsigne
     return ok;
 }
 
+/* Make one directory; 0 if anything failed (and then nothing is left behind). */
+static int make_dir(int dir_fd, const char *name, unsigned mode, unsigned long long uid,
+                    unsigned long long gid, int chown_needed, unsigned long long *inode)
+{
+    struct stat st;
+    if (mkdirat(dir_fd, name, mode) != 0)
+        return 0;
+    if ((chown_needed && fchownat(dir_fd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0)
+        || fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        unlinkat(dir_fd, name, AT_REMOVEDIR);
+        return 0;
+    }
+    *inode = (unsigned long long)st.st_ino;
+    return 1;
+}
+
 static PyObject *create_files(PyObject *module, PyObject *args)
 {
     Py_buffer buffer, prefix;
@@ -209,15 +234,19 @@ static PyObject *create_files(PyObject *module, PyObject *args)
             if (memcmp(h + 257, "ustar\0", 6) == 0 && h[345] != '\0')
                 break;  /* the ustar prefix field extends the name */
         }
-        unsigned long long stored = (size + BLOCK - 1) / BLOCK * BLOCK;
+        int is_dir = h[156] == '5';
+        if (is_dir && name_len > 0 && name[name_len - 1] == '/')
+            name_len--;
+        unsigned long long stored = is_dir ? 0 : (size + BLOCK - 1) / BLOCK * BLOCK;
         base_off = plain_base(name, name_len);
-        if ((h[156] != '0' && h[156] != '\0') || mode & 07000 || base_off < 0
-            || stored > (unsigned long long)(len - pos - BLOCK)) {  /* data past the chunk */
-            pos = start;
+        if ((h[156] != '0' && h[156] != '\0' && !is_dir) || mode & 07000 || base_off < 0
+            || (is_dir && chown_all) || stored > (unsigned long long)(len - pos - BLOCK)) {
+            pos = start;  /* not plain, or a new directory would inherit a setgid group,
+                             or the data continues in the next chunk */
             break;
         }
         if (base_off != prefix.len || memcmp(name, pre, (size_t)base_off) != 0) {
-            other_dir = name;  /* a plain file, but in another directory */
+            other_dir = name;  /* a plain entry, but in another directory */
             other_dir_len = base_off;
             pos = start;
             break;
@@ -227,33 +256,45 @@ static PyObject *create_files(PyObject *module, PyObject *args)
         memcpy(base, name + base_off, (size_t)base_len);
         base[base_len] = '\0';
         int chown_needed = chown_all || uid != owner_uid || gid != owner_gid;
-        if (!create_one(dir_fd, base, (unsigned)(mode & 0777), h + BLOCK, size, uid, gid,
-                        chown_needed, mtime)) {
+        unsigned long long inode = 0;
+        if (is_dir ? !make_dir(dir_fd, base, (unsigned)(mode & 0777), uid, gid, chown_needed,
+                               &inode)
+                   : !create_one(dir_fd, base, (unsigned)(mode & 0777), h + BLOCK, size, uid,
+                                 gid, chown_needed, mtime)) {
             pos = start;
             break;
         }
-        taken[count].name_off = (name - buf) + base_off;
-        taken[count].name_len = base_len;
+        taken[count] = (taken_name){(name - buf) + base_off, base_len, is_dir, inode, mtime};
         count++;
         pos += BLOCK + (Py_ssize_t)stored;
     }
     Py_END_ALLOW_THREADS
-    PyObject *names = PyList_New(count);
-    if (names == NULL)
-        goto done;
+    PyObject *names = PyList_New(count), *dirs = PyList_New(0);
+    if (names == NULL || dirs == NULL)
+        goto fail;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *name = PyUnicode_DecodeASCII((const char *)buf + taken[i].name_off,
                                                taken[i].name_len, "strict");
-        if (name == NULL) {
-            Py_DECREF(names);
-            goto done;
-        }
+        if (name == NULL)
+            goto fail;
         PyList_SET_ITEM(names, i, name);
+        if (taken[i].is_dir) {
+            PyObject *made = Py_BuildValue("(OKK)", name, taken[i].inode, taken[i].mtime);
+            if (made == NULL || PyList_Append(dirs, made) != 0) {
+                Py_XDECREF(made);
+                goto fail;
+            }
+            Py_DECREF(made);
+        }
     }
     if (other_dir != NULL)
-        result = Py_BuildValue("(nNy#)", pos, names, other_dir, other_dir_len);
+        result = Py_BuildValue("(nNNy#)", pos, names, dirs, other_dir, other_dir_len);
     else
-        result = Py_BuildValue("(nNO)", pos, names, Py_None);
+        result = Py_BuildValue("(nNNO)", pos, names, dirs, Py_None);
+    goto done;
+fail:
+    Py_XDECREF(names);
+    Py_XDECREF(dirs);
 done:
     PyMem_Free(taken);
     PyBuffer_Release(&buffer);
@@ -264,12 +305,12 @@ done:
 static PyMethodDef methods[] = {
     {"create_files", create_files, METH_VARARGS,
      "create_files(buffer, pos, dir_fd, prefix, owner_uid, owner_gid, chown_all)"
-     " -> (end, names, other_dir): create a run of plain regular files (see the source)."},
+     " -> (end, names, dirs, other_dir): make a run of plain files and directories."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_fastlane", "Plain regular files created in C, a run at a time.",
+    PyModuleDef_HEAD_INIT, "_fastlane", "Plain files and directories made in C, a run at a time.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -115,7 +115,17 @@ class Applier:
         if parent_inode not in self._ancestors:
             self._note_ancestors(parent)
 
-    def _note_lane_files(self, parent: int, names: list[str]) -> None:
+    def _note_lane_files(
+        self,
+        parent: int,
+        parts: tuple[str, ...],
+        names: list[str],
+        dirs: list[tuple[str, int, int]],
+    ) -> None:
+        """Note what one fast-lane run made: like `_note_written` and `_make_dir` do."""
+        for name, inode, mtime in dirs:
+            mtime_ns = mtime * 1_000_000_000
+            self._dir_times[inode] = ("/".join((*parts, name)), mtime_ns, mtime_ns)
         parent_inode = self.rootfs.dir_inode(parent)
         self._written.setdefault(parent_inode, set()).update(names)
         if parent_inode not in self._ancestors:

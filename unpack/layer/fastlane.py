@@ -1,17 +1,18 @@
-"""The fast lane: after a file or directory entry, the plain regular files that follow
-it in the same directory are created by C code (`_fastlane.c`), a run per call.
+"""The fast lane: the plain files and directories after a created entry are made by C
+code (`_fastlane.c`), a run per call.
 
-Layers are sorted, so most entries are plain files next to the one before. Each such
-file costs the Python path ~25 µs of parsing, admission and dispatch; in C it costs
-the syscalls alone. The lane takes only entries the Python rules would take as they
-are — a plain ustar regular file, named `<this directory>/<one ASCII component>`,
-not a whiteout, permission bits only — and stops, leaving it to the reader, at any
-other entry or at any create that does not simply succeed (an existing name, for
-one). So the safety policy and the replacement rules stay in `policy` and `applier`;
-the lane only repeats their simplest outcome.
+Layers are sorted, so most entries are plain files and directories right after their
+parent. Each costs the Python path ~25 µs of parsing, admission and dispatch; in C it
+costs the syscalls alone. The lane takes only entries the Python rules would take as
+they are — a plain ustar file or directory named `<a clean directory>/<one ASCII
+component>`, not a whiteout, permission bits only — and stops, leaving it to the
+reader, at any other entry or at any create that does not simply succeed (an existing
+name, for one). So the safety policy and the replacement rules stay in `policy` and
+`applier`; the lane only repeats their simplest outcome, and `policy.lane_directory`
+decides which directories it may work in.
 
 The lane runs only where it is exact: the C module was built, owners are set as they
-are (root, no ID maps), and the umask is 0 (new files get their modes at creation).
+are (root, no ID maps), and the umask is 0 (new names get their modes at creation).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ except ImportError:  # built without a C compiler: the Python path does everythi
 
 AVAILABLE = create_files is not None
 
-Created = Callable[[int, list[str]], None]  # (directory fd, names) as each run lands
+# As each run lands: its directory's fd and parts, the names made, and the directories
+# among them as (name, inode, mtime in seconds).
+Created = Callable[[int, tuple[str, ...], list[str], list[tuple[str, int, int]]], None]
 
 
 class FastLane:
@@ -67,9 +70,9 @@ class FastLane:
             taken = reader.take_plain(run)
             if taken is None:
                 return
-            names, other = taken
+            names, dirs, other = taken
             if names:
-                self.created(parent, names)
+                self.created(parent, parts, names, dirs)
             if other is None:
                 return
             prefix = os.fsdecode(other)
@@ -77,8 +80,8 @@ class FastLane:
 
 def _run(
     parent: int, prefix: bytes, uid: int, gid: int, setgid: bool, buffer: memoryview, pos: int
-) -> tuple[int, int, tuple[list[str], bytes | None]]:
+) -> tuple[int, int, tuple[list[str], list[tuple[str, int, int]], bytes | None]]:
     """One `create_files` call, in the shape `TarReader.take_plain` expects."""
     assert create_files is not None
-    end, names, other = create_files(buffer, pos, parent, prefix, uid, gid, setgid)
-    return end, len(names), (names, other)
+    end, names, dirs, other = create_files(buffer, pos, parent, prefix, uid, gid, setgid)
+    return end, len(names), (names, dirs, other)

@@ -33,6 +33,7 @@ from fixtures.tarwriter import (
     whiteout,
 )
 from unpack.errors import UnpackError
+from unpack.fs.rootfs import Rootfs
 from unpack.layer import fastlane
 from unpack.layer.policy import admit, lane_directory
 from unpack.layer.tarheader import EntryKind, TarEntry
@@ -203,8 +204,8 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
 
 # -- differential: with the lane and without it, the same result ------------------------------
 
-DIRS = ["", "d/", "d/e/", "./d/", LONG_DIR + "/"]
-BASES = ["a", "b", "a", ".wh.a", "y" * 110, "..", "c"]
+DIRS = ["", "d/", "d/e/", "./d/", "d/\u00e9/", LONG_DIR + "/", "d/e/d/"]
+BASES = ["a", "b", "a", ".wh.a", "y" * 110, "..", "c", "d", "e", "\u00e9"]
 
 
 @st.composite
@@ -218,9 +219,10 @@ def lane_entries(draw: st.DrawFn) -> Entry:
         content = draw(st.sampled_from([b"", b"data\n", b"z" * 700]))
         return reg(name, content, uid=uid, mode=mode, mtime=draw(st.sampled_from([5, 6.5])))
     if kind == "dir":
-        return dirent(name.rstrip("/") or "d", uid=uid, mode=mode)
+        mtime = draw(st.sampled_from([7, 8]))
+        return dirent(name.rstrip("/") or "d", uid=uid, mode=mode, mtime=mtime)
     if kind == "symlink":
-        return symlink(name, draw(st.sampled_from(["d", "a", "/d/e", ".."])))
+        return symlink(name, draw(st.sampled_from(["d", "a", "/d/e", ".."])), mtime=9)
     return hardlink(name, draw(st.sampled_from(["d/a", "a", "d/e/b"])))
 
 
@@ -342,3 +344,32 @@ def test_lane_directory(prefix: str, parts: tuple[str, ...] | None) -> None:
     if parts is not None:
         entry = TarEntry(prefix + "f", EntryKind.FILE, 0o644, 0, 0, 0, 0, None, "", 0, 0, {}, None)
         assert admit(entry).parts == (*parts, "f")
+
+
+@needs_root
+def test_lane_goes_down_into_the_directories_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain of new directories, each with a file, is made without looking each one up
+    from the root: the lane opens the directory it just made from its parent."""
+    calls: list[str] = []
+    real = Rootfs.child_dir_fd
+
+    def spy(self: Rootfs, parts: Any, parent: int, name: str) -> int:
+        calls.append(name)
+        return real(self, parts, parent, name)
+
+    monkeypatch.setattr(Rootfs, "child_dir_fd", spy)
+    depth = [f"d{i}" for i in range(12)]
+    layer = [dirent("top")]
+    for i in range(1, len(depth) + 1):
+        path = "top/" + "/".join(depth[:i])
+        layer += [dirent(path, mtime=100 + i), reg(path + "/f", mtime=200 + i)]
+    outcome, snapshot = unpack_outcome([layer], True)
+    assert outcome == "ok"
+    assert calls == depth
+    deepest = "rootfs/top/" + "/".join(depth)
+    assert snapshot[deepest + "/f"].type == "file"
+    assert snapshot[deepest].mtime_ns == (100 + len(depth)) * 10**9
+    assert snapshot[deepest + "/f"].mtime_ns == (200 + len(depth)) * 10**9
+    assert (outcome, snapshot) == unpack_outcome([layer], False)

@@ -131,6 +131,20 @@ class Rootfs:
         self._dirs[key] = fd
         return fd
 
+    def child_dir_fd(self, parts: Parts, parent: int, name: str) -> int:
+        """The fd of directory `name`, just made in `parent` (the `dir_fd` of `parts`):
+        opened from `parent` without following a link, and cached as parts + name.
+
+        One component, never `.` or `..`, so the result is inside `parent`.
+        """
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a single path component: {name!r}")
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+        if self._stale or len(self._dirs) >= _CACHE_LIMIT:
+            self.forget_dirs()
+        self._dirs[(*parts, name)] = fd
+        return fd
+
     def open_dir(self, parts: Parts) -> int | None:
         """A new fd (the caller closes it) of existing directory `parts`, or None."""
         if not parts:

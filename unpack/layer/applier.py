@@ -44,7 +44,7 @@ T = TypeVar("T")
 class Applier:
     """Applies layers in order onto one rootfs; call `finish` after the last."""
 
-    def __init__(self, rootfs: Rootfs, *, warn: Warn, fast_lane: bool = True) -> None:
+    def __init__(self, rootfs: Rootfs, *, warn: Warn) -> None:
         self.rootfs = rootfs
         self.warn = warn
         # directory inode -> (its path, joined: one string per directory), atime, mtime
@@ -54,10 +54,8 @@ class Applier:
         self._warned: set[str] = set()
         # New names get their permission bits at creation unless a umask interferes.
         self._exact_modes = _current_umask() == 0
-        self._lane = (
-            FastLane.for_rootfs(rootfs, self._note_lane_files, exact_modes=self._exact_modes)
-            if fast_lane
-            else None
+        self._lane = FastLane.for_rootfs(
+            rootfs, self._note_lane_files, exact_modes=self._exact_modes
         )
 
     def apply_layer(self, reader: TarReader) -> int:
@@ -121,14 +119,20 @@ class Applier:
         parts: tuple[str, ...],
         names: list[str],
         dirs: list[tuple[str, int, int]],
+        made_by_lane: bool,
     ) -> None:
-        """Note what one fast-lane run made: like `_note_written` and `_make_dir` do."""
+        """Note what one fast-lane run made: like `_note_written` and `_make_dir` do.
+
+        A directory the lane itself just made lies right below one already noted, so
+        it joins the ancestors without a walk up."""
         for name, inode, mtime in dirs:
             mtime_ns = mtime * 1_000_000_000
             self._dir_times[inode] = ("/".join((*parts, name)), mtime_ns, mtime_ns)
         parent_inode = self.rootfs.dir_inode(parent)
         self._written.setdefault(parent_inode, set()).update(names)
-        if parent_inode not in self._ancestors:
+        if made_by_lane:
+            self._ancestors.add(parent_inode)
+        elif parent_inode not in self._ancestors:
             self._note_ancestors(parent)
 
     def _note_ancestors(self, fd: int) -> None:

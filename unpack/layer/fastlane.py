@@ -32,13 +32,17 @@ except ImportError:  # built without a C compiler: the Python path does everythi
 
 AVAILABLE = create_files is not None
 
-# As each run lands: its directory's fd and parts, the names made, and the directories
-# among them as (name, inode, mtime in seconds).
-Created = Callable[[int, tuple[str, ...], list[str], list[tuple[str, int, int]]], None]
+# As each run lands: its directory's fd and parts, the names made, the directories among
+# them as (name, inode, mtime in seconds), and whether that directory was itself made by
+# the previous run (so it lies right below a directory already noted).
+Created = Callable[
+    [int, tuple[str, ...], list[str], list[tuple[str, int, int]], bool], None
+]
 
 
 class FastLane:
-    """Creates runs of plain files after the entry just applied, directory by directory."""
+    """Makes runs of plain files and directories after the entry just applied, directory by
+    directory."""
 
     def __init__(self, rootfs: Rootfs, owner: tuple[int, int], created: Created) -> None:
         self.rootfs = rootfs
@@ -56,26 +60,45 @@ class FastLane:
         return cls(rootfs, owner, created)
 
     def follow(self, member: Member, reader: TarReader) -> None:
-        """After `member` (just created), create the plain files that follow, starting in
-        its directory and moving to each next file's directory where it already exists;
+        """After `member` (just created), make the plain entries that follow, starting in
+        its directory and moving to each next entry's directory where it already exists;
         report each run to `created` before the next directory is looked up."""
         parts = member.parts if member.entry.kind is EntryKind.DIR else member.parts[:-1]
         prefix = "/".join(parts) + "/" if parts else ""
-        while (parts := lane_directory(prefix)) is not None:
-            parent = self.rootfs.dir_fd(parts, create=False)
-            if parent is None:
-                return
-            setgid = self.rootfs.is_setgid_dir(parent)
-            run = partial(_run, parent, os.fsencode(prefix), *self.owner, setgid)
+        if lane_directory(prefix) is None:
+            return
+        parent = self.rootfs.dir_fd(parts, create=False)
+        if parent is None:
+            return
+        setgid, descended = self.rootfs.is_setgid_dir(parent), False
+        raw = os.fsencode(prefix)
+        while True:
+            run = partial(_run, parent, raw, *self.owner, setgid)
             taken = reader.take_plain(run)
             if taken is None:
                 return
             names, dirs, other = taken
             if names:
-                self.created(parent, parts, names, dirs)
+                self.created(parent, parts, names, dirs, descended)
             if other is None:
                 return
-            prefix = os.fsdecode(other)
+            child = os.fsdecode(other[len(raw) : -1]) if other.startswith(raw) else ""
+            if any(name == child for name, _, _ in dirs):
+                # Into a directory this run just made (no setgid bit, nothing in it yet):
+                # it is opened from its parent, and no lookup from the root is needed.
+                parts = (*parts, child)
+                parent = self.rootfs.child_dir_fd(parts[:-1], parent, child)
+                setgid, descended = False, True
+            else:
+                prefix = os.fsdecode(other)
+                parts = lane_directory(prefix)
+                if parts is None:
+                    return
+                parent = self.rootfs.dir_fd(parts, create=False)
+                if parent is None:
+                    return
+                setgid, descended = self.rootfs.is_setgid_dir(parent), False
+            raw = other
 
 
 def _run(

@@ -64,17 +64,12 @@ class FastLane:
         its directory and moving to each next entry's directory where it already exists;
         report each run to `created` before the next directory is looked up."""
         parts = member.parts if member.entry.kind is EntryKind.DIR else member.parts[:-1]
-        prefix = "/".join(parts) + "/" if parts else ""
-        if lane_directory(prefix) is None:
-            return
-        parent = self.rootfs.dir_fd(parts, create=False)
-        if parent is None:
-            return
-        setgid, descended = self.rootfs.is_setgid_dir(parent), False
-        raw = os.fsencode(prefix)
-        while True:
-            run = partial(_run, parent, raw, *self.owner, setgid)
-            taken = reader.take_plain(run)
+        raw = os.fsencode("/".join(parts) + "/" if parts else "")
+        where = self._directory(raw)
+        descended = False
+        while where is not None:
+            parts, parent, setgid = where
+            taken = reader.take_plain(partial(_run, parent, raw, *self.owner, setgid))
             if taken is None:
                 return
             names, dirs, other = taken
@@ -83,22 +78,25 @@ class FastLane:
             if other is None:
                 return
             child = os.fsdecode(other[len(raw) : -1]) if other.startswith(raw) else ""
-            if any(name == child for name, _, _ in dirs):
+            descended = any(name == child for name, _, _ in dirs)
+            if descended:
                 # Into a directory this run just made (no setgid bit, nothing in it yet):
                 # it is opened from its parent, and no lookup from the root is needed.
-                parts = (*parts, child)
-                parent = self.rootfs.child_dir_fd(parts[:-1], parent, child)
-                setgid, descended = False, True
+                where = ((*parts, child), self.rootfs.child_dir_fd(parts, parent, child), False)
             else:
-                prefix = os.fsdecode(other)
-                parts = lane_directory(prefix)
-                if parts is None:
-                    return
-                parent = self.rootfs.dir_fd(parts, create=False)
-                if parent is None:
-                    return
-                setgid, descended = self.rootfs.is_setgid_dir(parent), False
+                where = self._directory(other)
             raw = other
+
+    def _directory(self, raw: bytes) -> tuple[tuple[str, ...], int, bool] | None:
+        """The parts, fd and setgid bit of existing directory `raw` (as named in the tar,
+        with its '/'), where the policy lets the lane work; else None."""
+        parts = lane_directory(os.fsdecode(raw))
+        if parts is None:
+            return None
+        parent = self.rootfs.dir_fd(parts, create=False)
+        if parent is None:
+            return None
+        return parts, parent, self.rootfs.is_setgid_dir(parent)
 
 
 def _run(

@@ -257,14 +257,16 @@ class Rootfs:
         except FileNotFoundError:
             return None
 
-    def remove(self, dir_fd: int, name: str, info: os.stat_result) -> None:
-        """Remove a name: a file or link is unlinked, a directory removed with its subtree."""
+    def remove(self, dir_fd: int, name: str, info: os.stat_result) -> list[int]:
+        """Remove a name: a file or link is unlinked, a directory removed with its subtree.
+
+        Returns the inodes of the directories removed, which new ones may reuse."""
         if not stat.S_ISDIR(info.st_mode):
             os.unlink(name, dir_fd=dir_fd)
             self._stale = self._stale or stat.S_ISLNK(info.st_mode)
-            return
+            return []
         self._stale = True
-        remove_tree(dir_fd, name)
+        return remove_tree(dir_fd, name)
 
     def mkdir(self, dir_fd: int, name: str, mode: int) -> None:
         os.mkdir(name, mode, dir_fd=dir_fd)
@@ -344,14 +346,16 @@ class Rootfs:
 _RESOLVE = openat2.RESOLVE_IN_ROOT | openat2.RESOLVE_NO_MAGICLINKS
 
 
-def remove_tree(parent_fd: int, name: str) -> None:
-    """Remove directory `name` and its subtree without following any symlink.
+def remove_tree(parent_fd: int, name: str) -> list[int]:
+    """Remove directory `name` and its subtree without following any symlink; return
+    the inodes of the directories removed.
 
     Iterative, so a very deep tree needs one open fd per level but no
     recursion; children are removed before their directory.
     """
     fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
     stack: list[tuple[int, int, str]] = [(parent_fd, fd, name)]
+    removed: list[int] = []
     try:
         while stack:
             _, fd, _ = stack[-1]
@@ -367,8 +371,11 @@ def remove_tree(parent_fd: int, name: str) -> None:
                 stack.append((fd, child, subdir))
                 continue
             parent, fd, dirname = stack.pop()
+            inode = os.fstat(fd).st_ino
             os.close(fd)
             os.rmdir(dirname, dir_fd=parent)
+            removed.append(inode)
+        return removed
     finally:
         for _, fd, _ in stack:
             os.close(fd)

@@ -75,7 +75,10 @@ class Applier:
     def finish(self) -> None:
         """Give every directory the times of its last header entry."""
         for inode, (path, atime_ns, mtime_ns) in self._dir_times.items():
-            fd = self.rootfs.open_dir(path.split("/") if path else ())
+            try:
+                fd = self.rootfs.open_dir(path.split("/") if path else ())
+            except LayerError:  # a symlink on the way now loops: not that directory
+                continue
             if fd is None:
                 continue
             try:
@@ -154,6 +157,14 @@ class Applier:
             if here >= 0:
                 os.close(here)
 
+    def _remove(self, parent: int, name: str, info: os.stat_result) -> None:
+        """Remove a name, and forget what was noted of the directories that go with it:
+        a directory made later may reuse one of their inodes."""
+        for inode in self.rootfs.remove(parent, name, info):
+            self._dir_times.pop(inode, None)
+            self._written.pop(inode, None)
+            self._ancestors.discard(inode)
+
     # -- whiteouts ------------------------------------------------------------
 
     def _whiteout(self, parts: tuple[str, ...]) -> None:
@@ -171,7 +182,7 @@ class Applier:
             if is_dir:
                 self._hide_lower_children(os.open(name, _DIR_NOFOLLOW, dir_fd=parent))
             return
-        self.rootfs.remove(parent, name, info)
+        self._remove(parent, name, info)
 
     def _hide_lower_children(self, top: int) -> None:
         """Remove what lower layers left under directory fd `top`, keeping this layer's.
@@ -195,7 +206,7 @@ class Applier:
                     elif not written:
                         info = self.rootfs.lstat(fd, name)
                         if info is not None:
-                            self.rootfs.remove(fd, name, info)
+                            self._remove(fd, name, info)
             finally:
                 os.close(fd)
 
@@ -244,7 +255,7 @@ class Applier:
             pass
         info = self.rootfs.lstat(parent, name)
         if info is not None:
-            self.rootfs.remove(parent, name, info)
+            self._remove(parent, name, info)
         return create()
 
     def _make_dir(self, entry: TarEntry, parts: tuple[str, ...], parent: int, name: str) -> None:
@@ -254,7 +265,7 @@ class Applier:
         except FileExistsError:
             existing = rootfs.lstat(parent, name)
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                rootfs.remove(parent, name, existing)
+                self._remove(parent, name, existing)
                 rootfs.mkdir(parent, name, entry.mode & 0o777)
         info = rootfs.lstat(parent, name)
         assert info is not None
@@ -290,7 +301,7 @@ class Applier:
             if existing is not None:
                 if (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
                     return parent, name
-                rootfs.remove(parent, name, existing)
+                self._remove(parent, name, existing)
             rootfs.link(source_dir, target[-1], parent, name)
             return parent, name
         finally:

@@ -17,14 +17,16 @@ What is fuzzed, and the property each must keep:
   bundle: the temp dir around it and the sentinel dir are snapshotted, and `/a`, `/b`,
   `/tmp/a`, `/tmp/b` must not appear.
 
-The suite runs a short campaign (60 examples per property; a few seconds). The long run:
+The suite runs a short campaign (60 examples per property, the same ones on every run;
+a few seconds). The long run, with new random examples:
 
     python -m fixtures.fuzz --examples 5000          # every property, 5000 examples each
     python -m fixtures.fuzz --examples 20000 -k applier --seed 1234
 
-`fixtures.fuzz` sets `OCI_UNPACK_FUZZ_EXAMPLES` and runs this file under pytest (extra
-arguments go to pytest). Failing examples are saved in `.hypothesis/` and replayed first
-on the next run; hypothesis prints the minimal failing layer list.
+`fixtures.fuzz` sets `OCI_UNPACK_FUZZ_EXAMPLES` and runs this file, and the fast-lane
+differential of test_fastlane.py, under pytest (extra arguments go to pytest). Failing
+examples are saved in `.hypothesis/` and replayed first on the next run; hypothesis
+prints the minimal failing layer list.
 """
 
 from __future__ import annotations

@@ -379,3 +379,12 @@ def test_dir_times_survive_a_path_that_now_loops(unpacker: Unpacker) -> None:
     assert (t["d"].type, t["d"].target) == ("symlink", "d")
     assert (t["l"].type, t["l"].target) == ("symlink", "l")
     assert t["a/b"].type == "dir"
+
+
+def test_entry_that_replaces_its_own_parent_path(unpacker: Unpacker) -> None:
+    """`d/e` -> `..` puts `d/e/d` at the root, where it replaces `d` with a loop: the entry
+    is made, and nothing after it looks its path up again (the lane neither)."""
+    root = unpacker([[reg("a", b""), symlink("d/e", ".."), symlink("d/e/d", "d")]])
+    t = tree(root)
+    assert (t["d"].type, t["d"].target) == ("symlink", "d")
+    assert sorted(t) == [".", "a", "d"]

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 
+from unpack.errors import UnpackError
 from unpack.fs.rootfs import Rootfs
 from unpack.layer.policy import Member, lane_directory
 from unpack.layer.tarstream import EntryKind, TarReader
@@ -93,7 +94,10 @@ class FastLane:
         parts = lane_directory(os.fsdecode(raw))
         if parts is None:
             return None
-        parent = self.rootfs.dir_fd(parts, create=False)
+        try:
+            parent = self.rootfs.dir_fd(parts, create=False)
+        except UnpackError:  # e.g. a symlink loop now: the Python path meets it, if at all
+            return None
         if parent is None:
             return None
         return parts, parent, self.rootfs.is_setgid_dir(parent)

@@ -20,7 +20,7 @@ from registry import BIG_SIZE, build_source_image, tree
 from unpack.errors import ImageError
 from unpack.image.resolve import resolve_image
 from unpack.source import open_source
-from unpack.source import tarindex as tarindex_module
+from unpack.source import seekable as seekable_module
 from unpack.source.archive import DockerArchive, OciArchive, normalise_tag
 from unpack.source.tarindex import TarIndex
 
@@ -348,7 +348,7 @@ def check_random_access(path: Path, contents: dict[str, bytes]) -> TarIndex:
 def test_random_access_in_any_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    monkeypatch.setattr(tarindex_module, "CHECKPOINT_SPACING", 64 << 10)
+    monkeypatch.setattr(seekable_module, "CHECKPOINT_SPACING", 64 << 10)
     data, contents = many_member_tar()
     if kind == "gzip":
         stored = gzip.compress(data)

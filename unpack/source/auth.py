@@ -220,7 +220,7 @@ class Authorizer:
             reply = self._session.get(realm, params=params, headers=headers,
                                       timeout=self._timeout, verify=self._verify)
         except requests.RequestException as error:
-            raise NetworkError(f"token server {realm}: {_reason(error)}") from None
+            raise NetworkError(f"token server {realm}: {error_reason(error)}") from None
         with reply:
             if reply.status_code in (401, 403):
                 raise NetworkError(
@@ -240,7 +240,7 @@ class Authorizer:
         return token
 
 
-def _reason(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
     """A short reason for a requests exception (its innermost cause)."""
     text = str(error)
     match = re.search(r"\(Caused by (\w+)\((.*)\)\)\s*$", text)

@@ -16,11 +16,10 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-import xattr
-
 from unpack.errors import FilesystemError, LayerError
 from unpack.fs.rootfs import Rootfs
 from unpack.layer.fastlane import FastLane
+from unpack.layer.metadata import MetadataWriter, entry_times
 from unpack.layer.policy import Action, Member, admit
 from unpack.layer.tarstream import EntryKind, TarEntry, TarReader
 
@@ -35,7 +34,6 @@ _NODE_TYPES = {
     EntryKind.FIFO: stat.S_IFIFO,
 }
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_XATTR_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM)
 
 Warn = Callable[[str], None]
 T = TypeVar("T")
@@ -46,12 +44,11 @@ class Applier:
 
     def __init__(self, rootfs: Rootfs, *, warn: Warn) -> None:
         self.rootfs = rootfs
-        self.warn = warn
+        self._meta = MetadataWriter(rootfs, warn)
         # directory inode -> (its path, joined: one string per directory), atime, mtime
         self._dir_times: dict[int, tuple[str, int, int]] = {}
         self._written: dict[int, set[str]] = {}  # directory inode -> names written in it
         self._ancestors: set[int] = set()
-        self._warned: set[str] = set()
         # New names get their permission bits at creation unless a umask interferes.
         self._exact_modes = _current_umask() == 0
         self._lane = FastLane.for_rootfs(
@@ -101,7 +98,7 @@ class Applier:
                 self._hide_lower_children(top)
         elif action is Action.ROOT:
             root = self.rootfs.fd
-            self._chown(member.entry, fd=root)
+            self._meta.chown(member.entry, fd=root)
             self.rootfs.set_root_mode(member.entry.mode)
             self.rootfs.dir_modes_changed()
             self._remember_dir_times(self.rootfs.root_inode, (), member.entry)
@@ -230,21 +227,21 @@ class Applier:
             self._make_dir(entry, parts, parent, name)
         elif kind is EntryKind.SYMLINK:
             self._replacing(parent, name, lambda: rootfs.symlink(entry.linkname, parent, name))
-            if self._needs_chown(entry, parent):
-                self._chown(entry, dir_fd=parent, name=name)
-            self._xattrs(entry, dir_fd=parent, name=name, symlink=True)
-            rootfs.utime(parent, name, *_times(entry))
+            if self._meta.needs_chown(entry, parent):
+                self._meta.chown(entry, dir_fd=parent, name=name)
+            self._meta.xattrs(entry, dir_fd=parent, name=name, symlink=True)
+            rootfs.utime(parent, name, *entry_times(entry))
         else:
             node_type = _NODE_TYPES[kind]
             device = 0 if kind is EntryKind.FIFO else os.makedev(entry.devmajor, entry.devminor)
             mode = node_type | (entry.mode & 0o777)
             self._replacing(parent, name, lambda: rootfs.mknod(parent, name, mode, device))
-            if self._needs_chown(entry, parent):
-                self._chown(entry, dir_fd=parent, name=name)
+            if self._meta.needs_chown(entry, parent):
+                self._meta.chown(entry, dir_fd=parent, name=name)
             if entry.mode & 0o7000 or not self._exact_modes:
                 rootfs.chmod(parent, name, entry.mode)
-            self._xattrs(entry, dir_fd=parent, name=name)
-            rootfs.utime(parent, name, *_times(entry))
+            self._meta.xattrs(entry, dir_fd=parent, name=name)
+            rootfs.utime(parent, name, *entry_times(entry))
         return parent, name
 
     def _replacing(self, parent: int, name: str, create: Callable[[], T]) -> T:
@@ -271,11 +268,11 @@ class Applier:
         assert info is not None
         chown = self.rootfs.owner_differs(info, entry.uid, entry.gid)
         if chown:
-            self._chown(entry, dir_fd=parent, name=name)
+            self._meta.chown(entry, dir_fd=parent, name=name)
         if chown or stat.S_IMODE(info.st_mode) != entry.mode:
             rootfs.chmod(parent, name, entry.mode)
             rootfs.dir_modes_changed()
-        self._xattrs(entry, dir_fd=parent, name=name)
+        self._meta.xattrs(entry, dir_fd=parent, name=name)
         self._remember_dir_times(info.st_ino, parts, entry)
 
     def _hardlink(self, member: Member) -> tuple[int, str]:
@@ -319,80 +316,24 @@ class Applier:
             else:
                 _write_sparse(fd, entry.sparse, reader.data())
                 os.ftruncate(fd, entry.size)
-            if self._needs_chown(entry, parent):
-                self._chown(entry, fd=fd)
+            if self._meta.needs_chown(entry, parent):
+                self._meta.chown(entry, fd=fd)
             if entry.mode & 0o7000 or not self._exact_modes:
                 os.fchmod(fd, entry.mode)
             if entry.xattrs:
-                self._xattrs(entry, fd=fd)
-            os.utime(fd, ns=_times(entry))
+                self._meta.xattrs(entry, fd=fd)
+            os.utime(fd, ns=entry_times(entry))
         finally:
             os.close(fd)
 
-    # -- metadata: owner, then mode, then xattrs, then times --------------------
-
-    def _needs_chown(self, entry: TarEntry, parent: int) -> bool:
-        return self.rootfs.owner_needs_setting(entry.uid, entry.gid, parent)
-
-    def _chown(
-        self, entry: TarEntry, *, fd: int | None = None, dir_fd: int = -1, name: str = ""
-    ) -> None:
-        try:
-            if fd is not None:
-                self.rootfs.fchown(fd, entry.uid, entry.gid)
-            else:
-                self.rootfs.chown(dir_fd, name, entry.uid, entry.gid)
-        except PermissionError:
-            raise self._ownership_error(entry) from None
-
-    def _ownership_error(self, entry: TarEntry) -> FilesystemError:
-        return FilesystemError(
-            f"{entry.name!r}: cannot set owner {entry.uid}:{entry.gid} here "
-            "(use --rootless to record owners instead of setting them)"
-        )
-
-    def _xattrs(
-        self,
-        entry: TarEntry,
-        *,
-        fd: int | None = None,
-        dir_fd: int = -1,
-        name: str = "",
-        symlink: bool = False,
-    ) -> None:
-        for key, value in entry.xattrs.items():
-            if symlink and key.startswith("user."):
-                self._warn_once(key, f"{entry.name!r}: user.* xattrs cannot be set on a symlink")
-                continue
-            try:
-                if fd is not None:
-                    xattr.set(fd, key, value)
-                else:
-                    self.rootfs.set_xattr(dir_fd, name, key, value)
-            except OSError as error:
-                if error.errno not in _XATTR_UNSUPPORTED:
-                    raise
-                self._warn_once(key, f"{entry.name!r}: xattr {key} not set ({error.strerror})")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        namespace = key.split(".", 1)[0]
-        if namespace not in self._warned:
-            self._warned.add(namespace)
-            self.warn(message + " (further such warnings suppressed)")
-
     def _remember_dir_times(self, inode: int, parts: tuple[str, ...], entry: TarEntry) -> None:
-        self._dir_times[inode] = ("/".join(parts), *_times(entry))
+        self._dir_times[inode] = ("/".join(parts), *entry_times(entry))
 
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _times(entry: TarEntry) -> tuple[int, int]:
-    atime = entry.atime_ns if entry.atime_ns is not None else entry.mtime_ns
-    return atime, entry.mtime_ns
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -70,7 +70,12 @@ class Applier:
         return reader.entries
 
     def finish(self) -> None:
-        """Give every directory the times of its last header entry."""
+        """Give every directory the times of its last header entry.
+
+        A directory is found again by the path its entry named, and must still be the
+        same inode; one named through a symlink that a later entry changed is not
+        found, and keeps the time of the run (containerd's archive code, which also
+        sets directory times by path at the end, does the same)."""
         for inode, (path, atime_ns, mtime_ns) in self._dir_times.items():
             try:
                 fd = self.rootfs.open_dir(path.split("/") if path else ())

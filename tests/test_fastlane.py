@@ -205,7 +205,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
 # -- differential: with the lane and without it, the same result ------------------------------
 
 DIRS = ["", "d/", "d/e/", "./d/", "d/\u00e9/", LONG_DIR + "/", "d/e/d/"]
-BASES = ["a", "b", "a", ".wh.a", "y" * 110, "..", "c", "d", "e", "\u00e9"]
+BASES = ["a", "b", "a", ".wh.a", ".wh..wh..opq", "y" * 110, "..", "c", "d", "e", "\u00e9"]
 
 
 @st.composite

@@ -106,7 +106,7 @@ class Applier:
             self._meta.chown(member.entry, fd=root)
             self.rootfs.set_root_mode(member.entry.mode)
             self.rootfs.dir_modes_changed()
-            self._remember_dir_times(self.rootfs.root_inode, (), member.entry)
+            self._remember_dir_times(self.rootfs.root_inode, (), *entry_times(member.entry))
 
     # Same-layer bookkeeping: what this layer wrote, as names per directory inode, and
     # every directory above it, as inodes. Inodes say where things really are, so a
@@ -132,7 +132,7 @@ class Applier:
         it joins the ancestors without a walk up."""
         for name, inode, mtime in dirs:
             mtime_ns = mtime * 1_000_000_000
-            self._dir_times[inode] = ("/".join((*parts, name)), mtime_ns, mtime_ns)
+            self._remember_dir_times(inode, (*parts, name), mtime_ns, mtime_ns)
         parent_inode = self.rootfs.dir_inode(parent)
         self._written.setdefault(parent_inode, set()).update(names)
         if made_by_lane:
@@ -278,7 +278,7 @@ class Applier:
             rootfs.chmod(parent, name, entry.mode)
             rootfs.dir_modes_changed()
         self._meta.xattrs(entry, dir_fd=parent, name=name)
-        self._remember_dir_times(info.st_ino, parts, entry)
+        self._remember_dir_times(info.st_ino, parts, *entry_times(entry))
 
     def _hardlink(self, member: Member) -> tuple[int, str]:
         rootfs, target = self.rootfs, member.link_parts
@@ -331,8 +331,11 @@ class Applier:
         finally:
             os.close(fd)
 
-    def _remember_dir_times(self, inode: int, parts: tuple[str, ...], entry: TarEntry) -> None:
-        self._dir_times[inode] = ("/".join(parts), *entry_times(entry))
+    def _remember_dir_times(
+        self, inode: int, parts: tuple[str, ...], atime_ns: int, mtime_ns: int
+    ) -> None:
+        """Note the times directory `parts` gets at the end (the last header's win)."""
+        self._dir_times[inode] = ("/".join(parts), atime_ns, mtime_ns)
 
 
 def _current_umask() -> int:

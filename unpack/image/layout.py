@@ -120,16 +120,15 @@ class Layout:
             f"blob {descriptor.digest} ({descriptor.media_type})",
         )
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any]:
-        """Read, verify and decode a small JSON blob (index, manifest or config)."""
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes:
+        """Read and verify a small blob (index, manifest or config)."""
         where = f"{what} {descriptor.digest}"
         if descriptor.size > MAX_DOCUMENT_SIZE:
             raise ImageError(f"{where}: descriptor size {descriptor.size} is implausibly large")
         fd = self._open_blob(descriptor)
         with os.fdopen(fd, "rb") as file:
             data = file.read(descriptor.size + 1)
-        verify_bytes(data, descriptor.digest, descriptor.size, where)
-        return parse_json_object(data, where)
+        return verify_bytes(data, descriptor.digest, descriptor.size, where)
 
 
 def _read_chunks(fd: int, observe: Callable[[int], None] | None) -> Iterator[bytes]:

@@ -10,7 +10,7 @@ from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
 from unpack.image.platform import Platform
-from unpack.image.store import Source
+from unpack.image.store import Source, read_json
 from unpack.layer.compression import Compression
 from unpack.verify import Digest
 
@@ -84,7 +84,7 @@ def _find_digest(layout: Source, entries: list[Descriptor], digest: Digest) -> D
             return descriptor
         if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
             what = f"image index {descriptor.digest}"
-            index = layout.read_json(descriptor, "image index")
+            index = read_json(layout, descriptor, "image index")
             check_schema_version(index, what)
             children = descriptor_list(index, "manifests", what)
             pending.extend((child, depth + 1) for child in children)
@@ -110,7 +110,7 @@ def _manifests(
     if descriptor.digest in seen or depth >= MAX_INDEX_DEPTH:
         raise ImageError(f"image index {descriptor.digest}: indexes nest in a cycle or too deep")
     what = f"image index {descriptor.digest}"
-    index = layout.read_json(descriptor, "image index")
+    index = read_json(layout, descriptor, "image index")
     check_schema_version(index, what)
     _check_media_type(index, descriptor, what)
     children = descriptor_list(index, "manifests", what)
@@ -143,14 +143,14 @@ def _check_media_type(document: Mapping[str, Any], descriptor: Descriptor, what:
 
 def _load_manifest(layout: Source, descriptor: Descriptor, explicit: Platform | None) -> Image:
     what = f"manifest {descriptor.digest}"
-    manifest = layout.read_json(descriptor, "manifest")
+    manifest = read_json(layout, descriptor, "manifest")
     check_schema_version(manifest, what)
     _check_media_type(manifest, descriptor, what)
     config_descriptor = Descriptor.parse(manifest.get("config"), f"{what} config")
     if config_descriptor.media_type not in mediatypes.CONFIGS:
         raise ImageError(f"{what}: unsupported config media type {config_descriptor.media_type!r}")
     layer_descriptors = descriptor_list(manifest, "layers", what)
-    config = layout.read_json(config_descriptor, "image config")
+    config = read_json(layout, config_descriptor, "image config")
     diff_ids = _diff_ids(config, f"image config {config_descriptor.digest}")
     if len(diff_ids) != len(layer_descriptors):
         raise ImageError(

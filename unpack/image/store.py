@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from unpack.image.descriptor import Descriptor
+from unpack.image.descriptor import Descriptor, parse_json_object
 
 
 @runtime_checkable
@@ -24,8 +24,8 @@ class Source(Protocol):
         """The top-level image index (index.json), as a JSON object."""
         ...
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any]:
-        """Read, verify (size and digest) and decode a JSON blob: index, manifest or config."""
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes:
+        """Read and verify (size and digest) a small blob: index, manifest or config."""
         ...
 
     def blob_chunks(
@@ -41,3 +41,8 @@ class Source(Protocol):
     def __enter__(self) -> Source: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
+
+
+def read_json(source: Source, descriptor: Descriptor, what: str) -> dict[str, Any]:
+    """Read, verify and decode a JSON document (index, manifest or config) from `source`."""
+    return parse_json_object(source.read_document(descriptor, what), f"{what} {descriptor.digest}")

@@ -81,14 +81,13 @@ class OciArchive:
             f"blobs/{digest.algorithm}/{digest.hex}", f"blob {digest} ({descriptor.media_type})"
         )
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any]:
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes:
         where = f"{what} {descriptor.digest}"
         if descriptor.size > MAX_DOCUMENT_SIZE:
             raise ImageError(f"{where}: descriptor size {descriptor.size} is implausibly large")
         member = self._blob(descriptor)
         data = self._tar.head(member, descriptor.size + 1)
-        verify_bytes(data, descriptor.digest, descriptor.size, where)
-        return parse_json_object(data, where)
+        return verify_bytes(data, descriptor.digest, descriptor.size, where)
 
     def blob_chunks(
         self, descriptor: Descriptor, observe: Callable[[int], None] | None = None
@@ -259,13 +258,12 @@ class DockerArchive:
         tags = sorted({tag for image in self.images for tag in image.tags})
         return ", ".join(tags) or "(none)"
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any]:
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes:
         where = f"{what} {descriptor.digest}"
         data = self._documents.get(descriptor.digest)
         if data is None:
             raise ImageError(f"{where}: not in {self.path}")
-        verify_bytes(data, descriptor.digest, descriptor.size, where)
-        return parse_json_object(data, where)
+        return verify_bytes(data, descriptor.digest, descriptor.size, where)
 
     def blob_chunks(
         self, descriptor: Descriptor, observe: Callable[[int], None] | None = None

@@ -81,12 +81,12 @@ class BlobCache:
         path = self._blob_path(descriptor.digest)
         return os.path.isfile(path) and not os.path.islink(path)
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any] | None:
-        """A cached JSON document, or None (a corrupt cached copy is removed)."""
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes | None:
+        """A cached document (verified), or None (a corrupt cached copy is removed)."""
         if not self.has(descriptor):
             return None
         try:
-            return self._layout.read_json(descriptor, what)
+            return self._layout.read_document(descriptor, what)
         except ImageError:
             self.discard(descriptor)
             return None

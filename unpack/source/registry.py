@@ -111,14 +111,14 @@ class RegistrySource:
         recorded = self.cache.lookup(self._cache_name()) if self.pull == "missing" else None
         if recorded is not None:
             descriptor = Descriptor.parse(recorded, f"{self.cache.path}/index.json")
-            if self.cache.read_json(descriptor, "manifest") is not None:
+            if self.cache.read_document(descriptor, "manifest") is not None:
                 return descriptor
         head = self.client.head_manifest(reference.ref, f"tag {reference.tag!r}")
         if head is None:
             return None
         digest, media_type, size = head
         descriptor = Descriptor(media_type, digest, size)
-        if self.cache.read_json(descriptor, "manifest") is None:
+        if self.cache.read_document(descriptor, "manifest") is None:
             return None
         self._remember(descriptor)
         return descriptor
@@ -147,15 +147,13 @@ class RegistrySource:
             entry["annotations"] = {REF_NAME: self.ref}
         return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [entry]}
 
-    def read_json(self, descriptor: Descriptor, what: str) -> dict[str, Any]:
+    def read_document(self, descriptor: Descriptor, what: str) -> bytes:
         where = f"{what} {descriptor.digest}"
         if descriptor.size > MAX_DOCUMENT_SIZE:
             raise ImageError(f"{where}: descriptor size {descriptor.size} is implausibly large")
         body = self._documents.get(descriptor.digest)
         if body is None and self.cache is not None:
-            cached = self.cache.read_json(descriptor, what)
-            if cached is not None:
-                return cached
+            body = self.cache.read_document(descriptor, what)
         if body is None:
             kind = "manifests" if descriptor.media_type in DOCUMENT_TYPES else "blobs"
             accept = descriptor.media_type if kind == "manifests" else None
@@ -163,8 +161,7 @@ class RegistrySource:
             verify_bytes(body, descriptor.digest, descriptor.size, f"{where} from {self.path}")
             if self.cache is not None:
                 self.cache.store_bytes(descriptor.digest, body)
-        verify_bytes(body, descriptor.digest, descriptor.size, where)
-        return parse_json_object(body, where)
+        return verify_bytes(body, descriptor.digest, descriptor.size, where)
 
     def blob_chunks(
         self, descriptor: Descriptor, observe: Callable[[int], None] | None = None

@@ -15,6 +15,7 @@ from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
 from unpack.image.platform import Platform
 from unpack.image.resolve import REF_NAME, resolve_image
+from unpack.image.store import read_json
 from unpack.layer.compression import Compression
 from unpack.source import Source, SourceOptions, open_source
 
@@ -110,7 +111,7 @@ def _platforms(source: Source, entries: list[Descriptor], ref: str | None) -> se
             found.add(str(descriptor.platform))
         if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
             what = f"image index {descriptor.digest}"
-            index = source.read_json(descriptor, "image index")
+            index = read_json(source, descriptor, "image index")
             check_schema_version(index, what)
             pending += [(child, depth + 1) for child in descriptor_list(index, "manifests", what)]
     return found

@@ -168,5 +168,5 @@ def test_cli_bad_reference_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_cli_inspect_bad_reference(tmp_path: Path) -> None:
-    result = run_cli("inspect", "docker://UPPER/x")
+    result = run_cli("inspect", "docker://host/UPPER")
     assert result.returncode == 2 and "invalid" in result.stderr

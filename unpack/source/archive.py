@@ -29,6 +29,7 @@ from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor, parse_json_object
 from unpack.source.base import MAX_DOCUMENT_SIZE, MAX_INDEX_SIZE
+from unpack.source.dockerref import InvalidReference, parse_normalized
 from unpack.source.tarindex import GZIP_MAGIC, ZSTD_MAGIC, Member, TarIndex
 from unpack.verify import Digest, verified, verify_bytes
 
@@ -281,17 +282,10 @@ class DockerArchive:
 
 def normalise_tag(ref: str) -> str:
     """`busybox` → `docker.io/library/busybox:latest`, as Docker reads an image name."""
-    name, tag = ref, "latest"
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        name, tag = ref[:colon], ref[colon + 1 :]
-    first, _, rest = name.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        name = f"docker.io/{name}"
-    if name.startswith("docker.io/") and name.count("/") == 1:
-        name = "docker.io/library/" + name[len("docker.io/") :]
-    return f"{name}:{tag}"
+    try:
+        return str(parse_normalized(ref).with_default_tag())
+    except InvalidReference:
+        return ref  # matches only a tag written exactly so
 
 
 def _compression(head: bytes) -> str:

@@ -23,7 +23,8 @@ from unpack.image.reference import parse_image_reference
 from unpack.image.store import Source
 from unpack.source.archive import DockerArchive, OciArchive, open_archive
 from unpack.source.base import SourceOptions
-from unpack.source.registryref import DOCKER_HUB, RegistryReference
+from unpack.source.dockerref import InvalidReference, parse_normalized
+from unpack.source.registryref import RegistryReference
 from unpack.source.tarindex import sniff_archive
 from unpack.verify import Digest
 
@@ -33,10 +34,6 @@ ACCEPTED_FORMS = (
     "docker://HOST[:PORT]/NAME[:TAG|@DIGEST], or a layout directory or archive PATH[:REF]"
 )
 _REF = re.compile(r"[A-Za-z0-9@][A-Za-z0-9._:@/+-]*")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -107,43 +104,16 @@ def _split(
 
 
 def _registry(text: str, rest: str) -> SourceReference:
-    """`docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`, Docker Hub when HOST is left out."""
+    """`docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`, normalised as Docker does (see dockerref)."""
     if not rest.startswith("//"):
         raise UsageError(f"{text!r}: expected docker://HOST[:PORT]/NAME[:TAG|@DIGEST]")
-    rest = rest[2:]
-    name, at, digest_text = rest.partition("@")
-    digest = None
-    if at:
-        try:
-            digest = Digest.parse(digest_text)
-        except ImageError as error:
-            raise UsageError(f"{text!r}: {error}") from None
-    tag = None
-    slash, colon = name.rfind("/"), name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.fullmatch(tag):
-            raise UsageError(f"{text!r}: invalid tag {tag!r}")
-    first, slash_found, remainder = name.partition("/")
-    if slash_found and ("." in first or ":" in first or first == "localhost"
-                        or first.startswith("[")):
-        registry, repository = first, remainder
-        if not _HOST.fullmatch(registry):
-            raise UsageError(f"{text!r}: invalid registry host {registry!r}")
-    else:
-        registry, repository = DOCKER_HUB, name
-    if registry in (DOCKER_HUB, "index.docker.io"):
-        registry = DOCKER_HUB
-        if "/" not in repository:
-            repository = f"library/{repository}"
-    if not _REPOSITORY.fullmatch(repository):
-        raise UsageError(
-            f"{text!r}: invalid repository name {repository!r} "
-            "(lowercase letters, digits, separators . _ - and /)"
-        )
-    if tag is None and digest is None:
-        tag = "latest"
-    reference = RegistryReference(registry, repository, tag, digest)
+    try:
+        parsed = parse_normalized(rest[2:])
+        digest = None if parsed.digest is None else Digest.parse(parsed.digest)
+    except (InvalidReference, ImageError) as error:
+        raise UsageError(f"{text!r}: {error}") from None
+    tag = "latest" if parsed.name_only else parsed.tag
+    reference = RegistryReference(parsed.domain, parsed.path, tag, digest)
     return SourceReference("docker", str(reference), reference.ref, reference)
 
 

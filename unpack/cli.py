@@ -23,6 +23,7 @@ from unpack.idmap import IdMap
 from unpack.image.platform import Platform
 from unpack.progress import Progress
 from unpack.source import SourceOptions
+from unpack.trust.decide import TrustOptions
 from unpack.verbs.inspect import inspect_image, report_json, report_table
 from unpack.verbs.unpack import UnpackOptions, unpack
 
@@ -31,10 +32,11 @@ PROG = "oci-unpack"
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    the bundle is complete at DIR
-  2    usage error (bad option or argument)
+  2    usage error (bad option or argument, malformed policy)
   3    bad image: malformed, corrupt, unsupported, or failing verification
   4    filesystem error at the destination (exists, permission, disk full)
   5    registry unreachable or refusing (connection, TLS, authentication)
+  6    the signature policy rejects the image (nothing is written)
   70   internal error (a bug: please report it with --debug output)
   130  interrupted (SIGINT/SIGTERM); nothing is left at DIR"""
 
@@ -169,6 +171,33 @@ def _source_options(command: Callable[..., None]) -> Callable[..., None]:
 _SOURCE_PARAMS = ("creds", "authfile", "tls_verify", "cert_dir", "cache", "pull")
 
 
+def _trust_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The signature policy options; the command receives them as `trust: TrustOptions`."""
+    options = [
+        click.option("--policy", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Signature policy (default: ~/.config/containers/policy.json, "
+                          "else /etc/containers/policy.json)."),
+        click.option("--insecure-policy", is_flag=True,
+                     help="Do not apply any signature policy."),
+        click.option("--registries.d", "registries_d", type=click.Path(file_okay=False),
+                     metavar="DIR",
+                     help="Where signatures are (default: ~/.config/containers/registries.d, "
+                          "else /etc/containers/registries.d)."),
+    ]
+
+    @functools.wraps(command)
+    def with_trust(*args: Any, **kwargs: Any) -> None:
+        trust = TrustOptions(**{name: kwargs.pop(name) for name in _TRUST_PARAMS})
+        command(*args, trust=trust, **kwargs)
+
+    for option in reversed(options):
+        with_trust = option(with_trust)
+    return with_trust
+
+
+_TRUST_PARAMS = ("policy", "insecure_policy", "registries_d")
+
+
 def _raise_open_file_limit() -> None:
     """Deep trees need a directory fd per level while being removed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -209,6 +238,7 @@ def _raise_open_file_limit() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (digests, layers, sizes, times) on stdout.")
 @_source_options
+@_trust_options
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
 @_reports_errors
 def unpack_command(
@@ -229,6 +259,7 @@ def unpack_command(
     quiet: bool,
     as_json: bool,
     source: SourceOptions,
+    trust: TrustOptions,
 ) -> None:
     """Unpack IMAGE into the runtime bundle DIR (DIR/config.json and DIR/rootfs).
 
@@ -269,6 +300,7 @@ def unpack_command(
         runtime=runtime,
         write_config=not no_config,
         source=source,
+        trust=trust,
         rootless=rootless or os.geteuid() != 0,
         uid_map=IdMap.parse(uid_map, "uid"),
         gid_map=IdMap.parse(gid_map, "gid"),
@@ -296,6 +328,7 @@ def unpack_command(
               help="Platform to describe in a multi-platform image (default: this machine's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_source_options
+@_trust_options
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
 @_reports_errors
 def inspect_command(
@@ -303,6 +336,7 @@ def inspect_command(
     platform: str | None,
     as_json: bool,
     source: SourceOptions,
+    trust: TrustOptions,
 ) -> None:
     """Describe IMAGE without unpacking it: platforms, manifest, layers, config.
 
@@ -314,5 +348,6 @@ def inspect_command(
         image,
         None if platform is None else Platform.parse(platform),
         source,
+        trust,
     )
     click.echo(report_json(report) if as_json else report_table(report))

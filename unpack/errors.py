@@ -8,6 +8,7 @@ EXIT_USAGE = 2
 EXIT_IMAGE = 3
 EXIT_FILESYSTEM = 4
 EXIT_NETWORK = 5
+EXIT_POLICY = 6
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
@@ -52,6 +53,16 @@ class UsageError(UnpackError):
     """The command line asks for something impossible."""
 
     exit_code = EXIT_USAGE
+
+
+class PolicyError(UsageError):
+    """The signature policy (or a key or registries.d file it names) is malformed or unreadable."""
+
+
+class PolicyRejected(UnpackError):
+    """The signature policy does not allow this image (nothing was unpacked)."""
+
+    exit_code = EXIT_POLICY
 
 
 class Interrupted(UnpackError):

@@ -8,7 +8,12 @@ from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image import mediatypes
-from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
+from unpack.image.descriptor import (
+    Descriptor,
+    check_schema_version,
+    descriptor_list,
+    parse_json_object,
+)
 from unpack.image.platform import Platform
 from unpack.image.store import Source, read_json
 from unpack.layer.compression import Compression
@@ -42,8 +47,23 @@ class Image:
         return Platform.from_descriptor(self.config)
 
 
+@dataclass(frozen=True)
+class ResolvedManifest:
+    """The manifest `ref` names for the platform, read and verified; config not read yet."""
+
+    descriptor: Descriptor
+    data: bytes
+
+
 def resolve_image(layout: Source, ref: str | None, platform: Platform | None) -> Image:
     """Find the image `ref` names for `platform` (None: the host's, leniently)."""
+    return load_image(layout, resolve_manifest(layout, ref, platform), platform)
+
+
+def resolve_manifest(
+    layout: Source, ref: str | None, platform: Platform | None
+) -> ResolvedManifest:
+    """Walk the index to the platform's manifest, and read it (nothing else)."""
     index = layout.index()
     check_schema_version(index, f"{layout.path}/index.json")
     entries = descriptor_list(index, "manifests", f"{layout.path}/index.json")
@@ -52,8 +72,8 @@ def resolve_image(layout: Source, ref: str | None, platform: Platform | None) ->
     else:
         candidates = _select_by_ref(entries, ref, layout.path)
     leaves = [leaf for c in candidates for leaf in _manifests(layout, c, 0, frozenset())]
-    manifest = _pick_platform(leaves, platform, ref, layout.path)
-    return _load_manifest(layout, manifest, explicit=platform)
+    descriptor = _pick_platform(leaves, platform, ref, layout.path)
+    return ResolvedManifest(descriptor, layout.read_document(descriptor, "manifest"))
 
 
 def _select_by_ref(entries: list[Descriptor], ref: str | None, where: str) -> list[Descriptor]:
@@ -141,9 +161,11 @@ def _check_media_type(document: Mapping[str, Any], descriptor: Descriptor, what:
         )
 
 
-def _load_manifest(layout: Source, descriptor: Descriptor, explicit: Platform | None) -> Image:
+def load_image(layout: Source, resolved: ResolvedManifest, explicit: Platform | None) -> Image:
+    """Check the manifest, read its config, and describe its layers."""
+    descriptor = resolved.descriptor
     what = f"manifest {descriptor.digest}"
-    manifest = read_json(layout, descriptor, "manifest")
+    manifest = parse_json_object(resolved.data, what)
     check_schema_version(manifest, what)
     _check_media_type(manifest, descriptor, what)
     config_descriptor = Descriptor.parse(manifest.get("config"), f"{what} config")

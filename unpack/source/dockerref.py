@@ -32,6 +32,10 @@ _REFERENCE = re.compile(
     re.ASCII,
 )
 DOMAIN_PATTERN = re.compile(_DOMAIN, re.ASCII)
+#: A name as written, host optional (Docker's NameRegexp): `[HOST/]PATH`.
+NAME_PATTERN = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII
+)
 _ANCHORED_HEX = re.compile(r"[a-f0-9]{64}")
 
 

@@ -163,6 +163,24 @@ class RegistrySource:
                 self.cache.store_bytes(descriptor.digest, body)
         return verify_bytes(body, descriptor.digest, descriptor.size, where)
 
+    # -- signatures (read by unpack.trust; never cached)
+    def tagged_manifest(self, tag: str, limit: int) -> tuple[bytes, str] | None:
+        """The manifest a tag of this repository names, and its media type; None if no such tag."""
+        found = self.client.fetch_optional("manifests", tag, f"tag {tag!r}",
+                                           mediatypes.OCI_MANIFEST, limit)
+        return None if found is None else (found[0], found[1])
+
+    def small_blob(self, descriptor: Descriptor, limit: int, what: str) -> bytes:
+        """A small blob of this repository, verified against its descriptor."""
+        if descriptor.size > limit:
+            raise ImageError(f"{what} {descriptor.digest}: {descriptor.size} bytes is too large")
+        body, _, _ = self.client.fetch_document("blobs", str(descriptor.digest), what, None, limit)
+        return verify_bytes(body, descriptor.digest, descriptor.size, f"{what} from {self.path}")
+
+    def fetch_url(self, url: str, what: str, limit: int) -> bytes | None:
+        """An http(s) URL outside the registry API (lookaside signatures); None on 404."""
+        return self.client.fetch_url(url, what, limit)
+
     def blob_chunks(
         self, descriptor: Descriptor, observe: Callable[[int], None] | None = None
     ) -> Iterator[bytes]:

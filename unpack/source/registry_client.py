@@ -212,31 +212,67 @@ class RegistryClient:
             raise NetworkError(f"{repository}: {what}: access denied ({status}{detail})")
         raise NetworkError(f"{repository}: {what}: HTTP {status}{detail}")
 
-    def fetch_document(self, kind: str, ref: str, what: str, accept: str | None) -> tuple[
-        bytes, str, str | None
-    ]:
+    def fetch_document(
+        self, kind: str, ref: str, what: str, accept: str | None,
+        limit: int = MAX_DOCUMENT_SIZE,
+    ) -> tuple[bytes, str, str | None]:
         """GET a manifest or small blob: (body, content type, Docker-Content-Digest)."""
+        found = self.fetch_optional(kind, ref, what, accept, limit, missing_ok=False)
+        assert found is not None
+        return found
+
+    def fetch_optional(
+        self, kind: str, ref: str, what: str, accept: str | None,
+        limit: int = MAX_DOCUMENT_SIZE, missing_ok: bool = True,
+    ) -> tuple[bytes, str, str | None] | None:
+        """`fetch_document`, or None when the registry answers 404 and `missing_ok`."""
         headers = {"Accept": accept} if accept else {}
         failures = 0
         while True:
             response = self.request("GET", self.url(kind, ref), headers, what)
+            if missing_ok and response.status_code == 404:
+                response.close()
+                return None
             self.check(response, what, (200,))
             with response:
                 length = response.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > MAX_DOCUMENT_SIZE:
+                if length and length.isdigit() and int(length) > limit:
                     raise ImageError(f"{what}: {length} bytes is implausibly large")
                 try:
-                    body = response.raw.read(MAX_DOCUMENT_SIZE + 1, decode_content=True)
+                    body = response.raw.read(limit + 1, decode_content=True)
                 except (urllib3.exceptions.HTTPError, OSError) as error:
                     failures += 1
                     if failures >= self.options.retries:
                         raise NetworkError(f"{what}: {error_reason(error)}") from None
                     _backoff(failures)
                     continue
-                if len(body) > MAX_DOCUMENT_SIZE:
-                    raise ImageError(f"{what}: larger than {MAX_DOCUMENT_SIZE} bytes")
+                if len(body) > limit:
+                    raise ImageError(f"{what}: larger than {limit} bytes")
                 content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
                 return body, content_type, response.headers.get("Docker-Content-Digest")
+
+    def fetch_url(self, url: str, what: str, limit: int) -> bytes | None:
+        """GET a URL off the registry API (a lookaside signature): no credentials are sent.
+
+        None when the server answers 404 (the end of a signature list).
+        """
+        try:
+            response = self.session.get(url, stream=True, allow_redirects=True,
+                                        timeout=(self.options.timeout, self.options.timeout))
+        except requests.RequestException as error:
+            raise NetworkError(f"{what}: {error_reason(error)}") from None
+        with response:
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise NetworkError(f"{what}: HTTP {response.status_code}")
+            try:
+                body = response.raw.read(limit + 1, decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise NetworkError(f"{what}: {error_reason(error)}") from None
+        if len(body) > limit:
+            raise ImageError(f"{what}: larger than {limit} bytes")
+        return body
 
     def head_manifest(self, ref: str, what: str) -> tuple[Digest, str, int] | None:
         """HEAD a manifest: (digest, media type, size), or None if the answer lacks them."""

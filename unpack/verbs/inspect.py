@@ -14,10 +14,21 @@ from typing import Any
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
 from unpack.image.platform import Platform
-from unpack.image.resolve import REF_NAME, resolve_image
+from unpack.image.resolve import REF_NAME, ResolvedManifest, load_image, resolve_manifest
 from unpack.image.store import read_json
 from unpack.layer.compression import Compression
-from unpack.source import Source, SourceOptions, open_source
+from unpack.source import Source, SourceOptions, SourceReference, open_source
+from unpack.trust.decide import (
+    SignatureReport,
+    TrustOptions,
+    describe_found,
+    evaluate,
+    load_applicable_policy,
+    policy_subject,
+    signature_fetcher,
+)
+from unpack.trust.evaluation import PolicyImage
+from unpack.trust.policy import Policy
 
 MAX_INDEX_DEPTH = 8
 
@@ -59,19 +70,49 @@ class InspectReport:
     exposed_ports: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     stop_signal: str | None = None
+    signature: SignatureReport | None = None
+
+
+def _signatures(
+    policy: Policy | None,
+    trust: TrustOptions,
+    reference: SourceReference,
+    source: Source,
+    resolved: ResolvedManifest,
+) -> SignatureReport:
+    """The signatures found for the manifest, and what the policy says of the image."""
+    subject = policy_subject(reference, source)
+    digest = str(resolved.descriptor.digest)
+    image = PolicyImage(subject, resolved.data, digest,
+                        signature_fetcher(reference, source, subject, digest, trust))
+    found = describe_found(image.signatures())
+    if policy is None:
+        note = "not checked (--insecure-policy)" if trust.insecure_policy else \
+            "no signature policy file; not checked"
+        return SignatureReport(None, found=found, note=note)
+    report = evaluate(policy, image)
+    report.found = found
+    return report
 
 
 def inspect_image(
-    image_text: str, platform: Platform | None = None, options: SourceOptions | None = None
+    image_text: str,
+    platform: Platform | None = None,
+    options: SourceOptions | None = None,
+    trust: TrustOptions | None = None,
 ) -> InspectReport:
     """Describe the image IMAGE names (for `platform`, default the host's)."""
+    trust = trust or TrustOptions()
+    policy = load_applicable_policy(trust)
     source, ref, reference = open_source(image_text, options)
     with source:
         index = source.index()
         where = f"{source.path}/index.json"
         check_schema_version(index, where)
         entries = descriptor_list(index, "manifests", where)
-        image = resolve_image(source, ref, platform)  # type: ignore[arg-type]
+        resolved = resolve_manifest(source, ref, platform)
+        signature = _signatures(policy, trust, reference, source, resolved)
+        image = load_image(source, resolved, platform)
         platforms = sorted(_platforms(source, entries, ref))
     image_platform = image.platform
     if not platforms and image_platform is not None:
@@ -87,6 +128,7 @@ def inspect_image(
         config=str(image.config_descriptor.digest),
         config_size=image.config_descriptor.size,
         platform=str(image_platform) if image_platform else None,
+        signature=signature,
     )
     for layer in image.layers:
         descriptor = layer.descriptor
@@ -169,6 +211,24 @@ def _short_type(media_type: str) -> str:
     return media_type
 
 
+def _signature_rows(signature: SignatureReport | None) -> list[tuple[str, str]]:
+    if signature is None:
+        return []
+    found = signature.found or []
+    rows = [("Signatures", f"{len(found)} found" if found else "none found")]
+    rows += [("", f"{s['kind']}: {s['origin']}") for s in found]
+    if signature.policy is None:
+        rows.append(("Policy", signature.note or "not checked"))
+        return rows
+    verdict = "accepts the image" if signature.accepted else "rejects the image"
+    rows.append(("Policy", f"{signature.policy} ({signature.scope}) {verdict}"))
+    rows += [("", f"{r['type']}: {'allowed' if r['allowed'] else r['reason']}")
+             for r in signature.requirements]
+    rows += [("", f"accepted {s['kind']} signature by {s['key']} for {s['identity']}")
+             for s in signature.signatures]
+    return rows
+
+
 def report_table(report: InspectReport) -> str:
     """The human output: a key/value block, a layer table, the config summary."""
     rows: list[tuple[str, str]] = [
@@ -189,6 +249,7 @@ def report_table(report: InspectReport) -> str:
         ("StopSignal", report.stop_signal),
     ]
     rows += [(k, v) for k, v in optional if v is not None]
+    rows += _signature_rows(report.signature)
     rows += [("Env" if i == 0 else "", value) for i, value in enumerate(report.env)]
     rows += [("Labels" if i == 0 else "", f"{k}={v}")
              for i, (k, v) in enumerate(report.labels.items())]

@@ -17,14 +17,24 @@ from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
 from unpack.idmap import IdMap
 from unpack.image.platform import Platform
-from unpack.image.resolve import Image, Layer, resolve_image
+from unpack.image.resolve import Image, Layer, ResolvedManifest, load_image, resolve_manifest
 from unpack.image.store import Source
 from unpack.layer.applier import Applier
 from unpack.layer.compression import Compression, decompressed
 from unpack.layer.tarstream import TarReader
 from unpack.prefetch import prefetched
 from unpack.progress import Progress
-from unpack.source import SourceOptions, open_source
+from unpack.source import SourceOptions, SourceReference, open_source
+from unpack.trust.decide import (
+    SignatureReport,
+    TrustOptions,
+    check_image,
+    load_applicable_policy,
+    policy_subject,
+    signature_fetcher,
+)
+from unpack.trust.evaluation import PolicyImage
+from unpack.trust.policy import SYSTEM_POLICY, USER_POLICY, Policy
 from unpack.verify import verified
 
 
@@ -40,6 +50,7 @@ class UnpackOptions:
     uid_map: IdMap = field(default_factory=lambda: IdMap(kind="uid"))
     gid_map: IdMap = field(default_factory=lambda: IdMap(kind="gid"))
     source: SourceOptions = field(default_factory=SourceOptions)
+    trust: TrustOptions = field(default_factory=TrustOptions)
 
 
 @dataclass
@@ -65,6 +76,7 @@ class UnpackReport:
     config: str
     platform: str | None
     bundle: str
+    signature: SignatureReport
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -96,9 +108,12 @@ def _unpack(
     warn: Callable[[str], None],
     started: float,
 ) -> UnpackReport:
+    policy = load_applicable_policy(options.trust)
     layout, ref, reference = open_source(image_text, options.source)
     with layout:
-        image = resolve_image(layout, ref, options.platform)
+        resolved = resolve_manifest(layout, ref, options.platform)
+        signature = _check_signatures(policy, options.trust, reference, layout, resolved, warn)
+        image = load_image(layout, resolved, options.platform)
         report = UnpackReport(
             image=reference.location,
             ref=reference.ref,
@@ -106,6 +121,7 @@ def _unpack(
             config=str(image.config_descriptor.digest),
             platform=str(image.platform) if image.platform else None,
             bundle=os.path.abspath(dest),
+            signature=signature,
         )
         with BundleDir(dest) as bundle:
             if options.uid_map.ranges:
@@ -126,6 +142,28 @@ def _unpack(
             bundle.commit()
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _check_signatures(
+    policy: Policy | None,
+    options: TrustOptions,
+    reference: SourceReference,
+    source: Source,
+    resolved: ResolvedManifest,
+    warn: Callable[[str], None],
+) -> SignatureReport:
+    """Apply the signature policy to the manifest; raise PolicyRejected if it refuses it."""
+    if policy is None:
+        if options.insecure_policy:
+            return SignatureReport(None, note="not checked (--insecure-policy)")
+        note = f"no signature policy ({SYSTEM_POLICY} or ~/{USER_POLICY}); not checked"
+        warn(note)
+        return SignatureReport(None, note=note)
+    subject = policy_subject(reference, source)
+    digest = str(resolved.descriptor.digest)
+    image = PolicyImage(subject, resolved.data, digest,
+                        signature_fetcher(reference, source, subject, digest, options))
+    return check_image(policy, image)
 
 
 def _open_rootfs(

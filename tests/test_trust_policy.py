@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import run_cli
+
 from unpack.errors import PolicyError
 from unpack.source.dockerref import parse_normalized
 from unpack.trust.identity import (

@@ -34,6 +34,7 @@ ACCEPT = [{"type": "insecureAcceptAnything"}]
 REJECT = [{"type": "reject"}]
 GPG = {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/keys/a.gpg"}
 COSIGN = {"type": "sigstoreSigned", "keyPath": "/keys/cosign.pub"}
+FULCIO = {"caPath": "/ca.pem", "oidcIssuer": "https://issuer", "subjectEmail": "a@example"}
 DIGEST = "sha256:" + "01" * 32
 OTHER_DIGEST = "sha256:" + "aa" * 32
 
@@ -65,8 +66,11 @@ def test_every_requirement_and_identity_form_parses() -> None:
                 "quay.io/cosign": [COSIGN],
                 "quay.io/cosign-datas": [{"type": "sigstoreSigned",
                                           "keyDatas": [base64.b64encode(b"k").decode()]}],
-                "quay.io/fulcio": [{"type": "sigstoreSigned", "fulcio": {"caPath": "/ca"},
+                "quay.io/fulcio": [{"type": "sigstoreSigned", "fulcio": FULCIO,
                                     "rekorPublicKeyPath": "/rekor.pub"}],
+                "quay.io/pki": [{"type": "sigstoreSigned", "pki": {
+                    "caRootsPath": "/roots.pem", "caIntermediatesPath": "/i.pem",
+                    "subjectHostname": "builder.example"}}],
                 "quay.io/base": [{"type": "signedBaseLayer",
                                   "baseLayerIdentity": {"type": "matchRepository"}}],
                 "*.example.com": ACCEPT,
@@ -88,7 +92,8 @@ def test_every_requirement_and_identity_form_parses() -> None:
     assert docker["quay.io/paths"][0].keys.paths == ("/a", "/b")
     assert docker["quay.io/data"][0].keys.data == (b"key",)
     assert isinstance(docker["quay.io/cosign"][0], SigstoreSigned)
-    assert docker["quay.io/fulcio"][0].keyless == "fulcio"
+    assert docker["quay.io/fulcio"][0].certificates.oidc_issuer == "https://issuer"
+    assert docker["quay.io/pki"][0].certificates.kind == "pki"
     assert isinstance(docker["quay.io/base"][0], SignedBaseLayer)
     gpg = docker["quay.io/r0"][0]
     assert isinstance(gpg, SignedBy) and isinstance(gpg.identity, MatchRepoDigestOrExact)
@@ -119,9 +124,15 @@ def test_every_requirement_and_identity_form_parses() -> None:
     ({"default": [{**GPG, "signedIdentity": {"type": "matchFuzzy"}}]}, "unknown signedIdentity"),
     ({"default": [{"type": "sigstoreSigned"}]}, "must be given"),
     ({"default": [{**COSIGN, "fulcio": {}, "rekorPublicKeyPath": "/r"}]}, "exactly one of"),
-    ({"default": [{"type": "sigstoreSigned", "fulcio": {"caPath": "/ca"}}]}, "fulcio needs"),
-    ({"default": [{"type": "sigstoreSigned", "pki": {}, "rekorPublicKeyPath": "/r"}]},
-     "cannot be used with pki"),
+    ({"default": [{"type": "sigstoreSigned", "fulcio": FULCIO}]}, "fulcio needs"),
+    ({"default": [{"type": "sigstoreSigned", "fulcio": {"caPath": "/ca"},
+                   "rekorPublicKeyPath": "/r"}]}, "oidcIssuer and subjectEmail"),
+    ({"default": [{"type": "sigstoreSigned", "fulcio": {**FULCIO, "caData": "eA=="},
+                   "rekorPublicKeyPath": "/r"}]}, "exactly one of caPath and caData"),
+    ({"default": [{"type": "sigstoreSigned", "pki": {"caRootsPath": "/r", "subjectEmail": "a"},
+                   "rekorPublicKeyPath": "/r"}]}, "cannot be used with pki"),
+    ({"default": [{"type": "sigstoreSigned", "pki": {"caRootsPath": "/r"}}]},
+     "subjectEmail or subjectHostname"),
     ({"default": ACCEPT, "transports": {"oci": {"relative/dir": ACCEPT}}}, "absolute path"),
     ({"default": ACCEPT, "transports": {"oci": {"/": ACCEPT}}}, "absolute path"),
     ({"default": ACCEPT, "transports": {"oci-archive": {"/a/../b": ACCEPT}}}, "not a clean path"),

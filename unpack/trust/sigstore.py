@@ -78,9 +78,9 @@ def verify_signature(key: PublicKey, payload: bytes, signature: bytes) -> bool:
 
 
 def decode_signature(text: str) -> bytes:
-    """The base64 of the `dev.cosignproject.cosign/signature` annotation."""
+    """The base64 of the `dev.cosignproject.cosign/signature` annotation (line breaks ignored)."""
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
     except (binascii.Error, ValueError):
         raise SignatureRejected("the signature annotation is not valid base64") from None
 

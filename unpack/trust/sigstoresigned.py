@@ -1,23 +1,29 @@
-"""`sigstoreSigned`: a cosign signature by a trusted public key, for this image.
+"""`sigstoreSigned`: a cosign signature by a trusted key or certificate, for this image.
 
-One accepted signature is enough. A cosign attachment layer is accepted when
-its media type is cosign's simple-signing payload, its signature annotation
-verifies with one of the requirement's keys (after a Rekor SET check of that
-key when `rekorPublicKey…` is set), and its payload claims this manifest
-under an identity `signedIdentity` accepts.
+One accepted signature is enough. Layers of a cosign attachment whose media
+type is not cosign's simple-signing payload (attestations, SBOMs…) are not
+signatures and are skipped. For a signature, in containers/image's order:
 
-Keyless signing (`fulcio`) and certificate trust (`pki`) are parsed, so a
-policy that uses them is valid, but oci-unpack does not implement them: such
-a requirement rejects every image, with that reason (never an accept).
+- the signer's key: one of the configured keys (`keyPath(s)`, `keyData(s)`);
+  with `rekorPublicKey…` too, the key the Rekor SET records; or, for
+  `fulcio`/`pki`, the key of a trusted certificate (`unpack.trust.certificates`;
+  fulcio also needs the Rekor SET, whose time the certificate is checked at);
+- the `dev.cosignproject.cosign/signature` annotation verifies the payload
+  with that key;
+- the payload is a well-formed `cosign container image signature` for this
+  manifest, under an identity `signedIdentity` accepts.
 """
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from unpack.errors import PolicyError
 from unpack.trust import strictjson
+from unpack.trust.certificates import CertificateTrust
 from unpack.trust.evaluation import (
     AcceptedSignature,
     PolicyImage,
@@ -29,6 +35,7 @@ from unpack.trust.identity import IdentityRule, MatchRepoDigestOrExact, parse_id
 from unpack.trust.keys import KeySources
 from unpack.trust.signatures import (
     SIGSTORE_BUNDLE_ANNOTATION,
+    SIGSTORE_CERTIFICATE_ANNOTATION,
     SIGSTORE_MEDIA_TYPE,
     SIGSTORE_SIGNATURE_ANNOTATION,
     SIGSTORE_TYPE,
@@ -45,11 +52,11 @@ _FIELDS = ("keyPath", "keyPaths", "keyData", "keyDatas", "fulcio", "pki",
 
 @dataclass(frozen=True)
 class SigstoreSigned:
-    """`{"type": "sigstoreSigned", "keyPath": …, "signedIdentity": …}`."""
+    """`{"type": "sigstoreSigned", "keyPath": …, "signedIdentity": …}` (or fulcio, or pki)."""
 
     keys: KeySources | None
+    certificates: CertificateTrust | None
     rekor_keys: KeySources | None
-    keyless: str | None  # "fulcio" or "pki" when the policy asks for one (not implemented)
     identity: IdentityRule
 
     type = "sigstoreSigned"
@@ -58,15 +65,16 @@ class SigstoreSigned:
     def from_json(cls, value: dict[str, Any], what: str) -> SigstoreSigned:
         fields = strictjson.obj(value, what, required=("type",), optional=_FIELDS)
         keyless = [name for name in ("fulcio", "pki") if name in fields]
-        for name in keyless:
-            if not isinstance(fields[name], dict):
-                raise StrictJSONError(f"{what}.{name}: expected a JSON object")
         keys = KeySources.from_fields(fields, what, allow_datas=True, required=not keyless)
         if len(keyless) + (keys is not None) != 1:
             raise StrictJSONError(
                 f"{what}: exactly one of keyPath, keyPaths, keyData, keyDatas, fulcio and pki "
                 "must be given"
             )
+        certificates = None
+        if keyless:
+            certificates = CertificateTrust.from_json(keyless[0], fields[keyless[0]],
+                                                      f"{what}.{keyless[0]}")
         rekor = KeySources.from_fields(fields, what, prefix="rekorPublicKey", allow_datas=True,
                                        required=False)
         if "fulcio" in keyless and rekor is None:
@@ -76,33 +84,30 @@ class SigstoreSigned:
         identity: IdentityRule = MatchRepoDigestOrExact()
         if "signedIdentity" in fields:
             identity = parse_identity_rule(fields["signedIdentity"], f"{what}.signedIdentity")
-        return cls(keys, rekor, keyless[0] if keyless else None, identity)
+        return cls(keys, certificates, rekor, identity)
 
     def evaluate(self, image: PolicyImage) -> RequirementResult:
         from unpack.trust import sigstore  # cryptography is loaded only here
 
-        if self.keyless is not None or self.keys is None:
-            return self._refuse(f"{self.keyless} (keyless) verification is not supported by "
-                                "oci-unpack; use keyPath, keyPaths, keyData or keyDatas")
         try:
-            keys = [sigstore.load_public_key(data, where) for where, data in self.keys.load()]
-            rekor_keys = [sigstore.load_public_key(data, where).key
-                          for where, data in (self.rekor_keys.load() if self.rekor_keys else [])]
+            keys = [sigstore.load_public_key(d, w) for w, d in (
+                self.keys.load() if self.keys else [])]
+            rekor = [sigstore.load_public_key(d, w) for w, d in (
+                self.rekor_keys.load() if self.rekor_keys else [])]
         except sigstore.InvalidPublicKey as error:
             raise PolicyError(f"sigstoreSigned key {error}") from None
-        if self.rekor_keys is not None and not all(
-            isinstance(k, sigstore.ec.EllipticCurvePublicKey) for k in rekor_keys
-        ):
+        if not all(isinstance(k.key, sigstore.ec.EllipticCurvePublicKey) for k in rekor):
             raise PolicyError("sigstoreSigned: a Rekor public key must be an ECDSA key")
-        if not keys:
+        if self.keys is not None and not keys:
             return self._refuse("no public key in the keys it names")
-        signatures = [s for s in image.signatures() if isinstance(s, SigstoreSignature)]
+        checker = _Checker(sigstore, keys, [k.key for k in rekor], self)
         reasons, accepted = [], []
-        for signature in signatures:
-            if signature.media_type != SIGSTORE_MEDIA_TYPE:
-                continue  # another kind of attachment (an attestation, an SBOM…)
+        for signature in image.signatures():
+            if not isinstance(signature, SigstoreSignature) or \
+                    signature.media_type != SIGSTORE_MEDIA_TYPE:
+                continue
             try:
-                accepted.append(self._check(sigstore, keys, rekor_keys, signature, image))
+                accepted.append(checker.check(signature, image))
             except SignatureRejected as error:
                 reasons.append(f"{signature.origin}: {error}")
         if accepted:
@@ -112,41 +117,71 @@ class SigstoreSigned:
     def _refuse(self, reason: str) -> RequirementResult:
         return RequirementResult(self.type, False, reason)
 
-    def _check(self, sigstore: Any, keys: list[Any], rekor_keys: list[Any],
-               signature: SigstoreSignature, image: PolicyImage) -> AcceptedSignature:
-        encoded = signature.annotations.get(SIGSTORE_SIGNATURE_ANNOTATION)
-        if encoded is None:
-            raise SignatureRejected(f"no {SIGSTORE_SIGNATURE_ANNOTATION} annotation")
-        candidates = keys
-        if self.rekor_keys is not None:
-            bundle = signature.annotations.get(SIGSTORE_BUNDLE_ANNOTATION)
-            if bundle is None:
-                raise SignatureRejected(f"no {SIGSTORE_BUNDLE_ANNOTATION} annotation")
-            candidates = [_rekor_key(sigstore, keys, rekor_keys, bundle, encoded, signature)]
-        raw = sigstore.decode_signature(encoded)
+
+@dataclass
+class _Checker:
+    """The checks of one signature, with the requirement's loaded keys."""
+
+    sigstore: Any  # the unpack.trust.sigstore module, imported on first use
+    keys: list[Any]
+    rekor_keys: list[Any]
+    requirement: SigstoreSigned
+
+    def check(self, signature: SigstoreSignature, image: PolicyImage) -> AcceptedSignature:
+        annotations = signature.annotations
+        encoded = self._annotation(annotations, SIGSTORE_SIGNATURE_ANNOTATION)
+        raw = self.sigstore.decode_signature(encoded)
+        candidates, key_name = self._signer(annotations, raw, signature.payload)
         key = next((k for k in candidates
-                    if sigstore.verify_signature(k.key, signature.payload, raw)), None)
+                    if self.sigstore.verify_signature(k, signature.payload, raw)), None)
         if key is None:
             raise SignatureRejected("signed by an untrusted key (no trusted key verifies it)")
         try:
             claim = parse_payload(signature.payload, SIGSTORE_TYPE, "cosign payload")
         except StrictJSONError as error:
             raise SignatureRejected(f"invalid signature payload ({error})") from None
-        check_claim(claim.manifest_digest, claim.docker_reference, image, self.identity)
-        return AcceptedSignature("sigstore", key.key_id, claim.docker_reference,
+        check_claim(claim.manifest_digest, claim.docker_reference, image,
+                    self.requirement.identity)
+        if key_name is None:
+            key_name = next(k.key_id for k in self.keys if k.key is key)
+        return AcceptedSignature("sigstore", key_name, claim.docker_reference,
                                  claim.manifest_digest, signature.origin)
 
+    def _signer(self, annotations: dict[str, str], raw: bytes,
+                payload: bytes) -> tuple[Sequence[Any], str | None]:
+        """The candidate public keys, and a name for a certificate signer."""
+        trust = self.requirement.certificates
+        if trust is None:
+            if not self.rekor_keys:
+                return [k.key for k in self.keys], None
+            bundle = self._annotation(annotations, SIGSTORE_BUNDLE_ANNOTATION)
+            return [self._rekor_recorded_key(bundle, raw, payload)], None
+        certificate = self._annotation(annotations, SIGSTORE_CERTIFICATE_ANNOTATION)
+        at = None
+        if trust.kind == "fulcio":
+            bundle = self._annotation(annotations, SIGSTORE_BUNDLE_ANNOTATION)
+            recorded = self.sigstore.verify_rekor_set(self.rekor_keys, bundle,
+                                                      certificate.encode(), raw, payload)
+            at = datetime.datetime.fromtimestamp(recorded, datetime.timezone.utc)
+        key = trust.public_key(annotations, certificate, at)
+        subject = trust.subject_email or trust.subject_hostname
+        return [key], f"{trust.kind} certificate for {subject}"
 
-def _rekor_key(sigstore: Any, keys: list[Any], rekor_keys: list[Any], bundle: str,
-               encoded: str, signature: SigstoreSignature) -> Any:
-    """The trusted key the Rekor SET records for this signature."""
-    raw = sigstore.decode_signature(encoded)
-    failures = []
-    for key in keys:
-        try:
-            sigstore.verify_rekor_set(rekor_keys, bundle, key.pem(), raw, signature.payload)
-            return key
-        except SignatureRejected as error:
-            failures.append(str(error))
-    raise SignatureRejected("no trusted key verifies against the Rekor SET: " + "; ".join(
-        dict.fromkeys(failures)))
+    def _rekor_recorded_key(self, bundle: str, raw: bytes, payload: bytes) -> Any:
+        """The configured key the Rekor SET records for this signature."""
+        failures = []
+        for key in self.keys:
+            try:
+                self.sigstore.verify_rekor_set(self.rekor_keys, bundle, key.pem(), raw, payload)
+                return key.key
+            except SignatureRejected as error:
+                failures.append(str(error))
+        raise SignatureRejected("no trusted key verifies against the Rekor SET: " +
+                                "; ".join(dict.fromkeys(failures)))
+
+    @staticmethod
+    def _annotation(annotations: dict[str, str], name: str) -> str:
+        value = annotations.get(name)
+        if value is None:
+            raise SignatureRejected(f"no {name} annotation")
+        return value

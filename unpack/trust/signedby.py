@@ -59,6 +59,9 @@ class SignedBy:
         return cls(key_type, keys, identity)
 
     def evaluate(self, image: PolicyImage) -> RequirementResult:
+        signatures = [s for s in image.signatures() if isinstance(s, SimpleSignature)]
+        if not signatures:
+            return self._refuse("no signature")
         if self.key_type != "GPGKeys":
             return self._refuse(f'keyType "{self.key_type}" is not implemented')
         try:
@@ -67,7 +70,6 @@ class SignedBy:
             raise PolicyError(f"signedBy key {error}") from None
         if not keyring.fingerprints:
             return self._refuse("no public key in the keys it names")
-        signatures = [s for s in image.signatures() if isinstance(s, SimpleSignature)]
         reasons, accepted = [], []
         for signature in signatures:
             try:

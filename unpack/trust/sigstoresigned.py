@@ -87,6 +87,10 @@ class SigstoreSigned:
         return cls(keys, certificates, rekor, identity)
 
     def evaluate(self, image: PolicyImage) -> RequirementResult:
+        signatures = [s for s in image.signatures() if isinstance(s, SigstoreSignature)
+                      and s.media_type == SIGSTORE_MEDIA_TYPE]
+        if not signatures:
+            return self._refuse("no signature")
         from unpack.trust import sigstore  # cryptography is loaded only here
 
         try:
@@ -102,10 +106,7 @@ class SigstoreSigned:
             return self._refuse("no public key in the keys it names")
         checker = _Checker(sigstore, keys, [k.key for k in rekor], self)
         reasons, accepted = [], []
-        for signature in image.signatures():
-            if not isinstance(signature, SigstoreSignature) or \
-                    signature.media_type != SIGSTORE_MEDIA_TYPE:
-                continue
+        for signature in signatures:
             try:
                 accepted.append(checker.check(signature, image))
             except SignatureRejected as error:

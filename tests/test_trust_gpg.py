@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import needs_tool
 from gpgkeys import GpgHome
-from trustutil import cimage_fixtures, judge
+from trustutil import cimage_fixtures_or_skip, judge
 
 from unpack.errors import PolicyError
 from unpack.trust.openpgp import KeyFileError, dearmor, primary_fingerprints
@@ -234,11 +234,7 @@ VECTOR_VERDICTS = [
 
 @pytest.fixture(scope="module")
 def vectors() -> Path:
-    found = cimage_fixtures()
-    if found is None:
-        pytest.skip("containers/image's signature/fixtures are not here "
-                    "(set OCI_UNPACK_CIMAGE_FIXTURES to a copy of them)")
-    return found
+    return cimage_fixtures_or_skip()
 
 
 @pytest.mark.parametrize(("signature", "key", "reference", "manifest", "accepted"),

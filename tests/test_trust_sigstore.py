@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from trustutil import cimage_fixtures, judge
+from trustutil import cimage_fixtures_or_skip, judge
 
 from unpack.errors import PolicyError
 from unpack.trust.signatures import SigstoreSignature, signature_from_blob
@@ -256,11 +256,7 @@ def test_fulcio_and_pki(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def vectors() -> Path:
-    found = cimage_fixtures()
-    if found is None:
-        pytest.skip("containers/image's signature/fixtures are not here "
-                    "(set OCI_UNPACK_CIMAGE_FIXTURES to a copy of them)")
-    return found
+    return cimage_fixtures_or_skip()
 
 
 def _directory_signatures(folder: Path) -> list[Any]:

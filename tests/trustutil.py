@@ -40,6 +40,17 @@ def judge(policy: dict[str, Any], reference: str, manifest: bytes,
     return evaluate(parsed, PolicyImage(subject, manifest, digest, lambda: list(signatures)))
 
 
+def cimage_fixtures_or_skip() -> Path:
+    """`cimage_fixtures()`, or skip the test saying where they would be taken from."""
+    import pytest
+
+    found = cimage_fixtures()
+    if found is None:
+        pytest.skip("containers/image's signature/fixtures are not here "
+                    "(set OCI_UNPACK_CIMAGE_FIXTURES to a copy of them)")
+    return found
+
+
 def cimage_fixtures() -> Path | None:
     """containers/image's signature/fixtures directory, if it can be found here."""
     global _extracted

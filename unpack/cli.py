@@ -133,69 +133,59 @@ def _checked_env(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-def _source_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options that say how to reach a registry (and where to cache its blobs).
+def _option_group(
+    argument: str, make: Callable[..., Any], options: list[Callable[[Any], Any]]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator adding `options`; the command receives them as one `argument=make(...)`."""
+    # click names a parameter once its option decorates a function: ask it on a stand-in
+    names = [option(lambda: None).__click_params__[0].name for option in options]
 
-    The command receives them as one `source: SourceOptions` argument.
-    """
-    options = [
-        click.option("--creds", metavar="USER:PASS",
-                     help="Registry credentials (default: from the auth files)."),
-        click.option("--authfile", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="Registry auth file (default: $REGISTRY_AUTH_FILE, "
-                          "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."),
-        click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
-                     metavar="BOOL",
-                     help="Verify registry TLS certificates; false also allows plain HTTP."),
-        click.option("--cert-dir", type=click.Path(file_okay=False), metavar="DIR",
-                     help="CA certificates (*.crt) and client pairs (*.cert, *.key) "
-                          "for the registry."),
-        click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
-                     help="Keep fetched blobs in this OCI layout and reuse them."),
-        click.option("--pull", type=click.Choice(["missing", "always"]), default="missing",
-                     show_default=True,
-                     help="With --cache: use a cached tag as is (missing), or ask the "
-                          "registry what the tag names now (always)."),
-    ]
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def grouped(*args: Any, **kwargs: Any) -> None:
+            kwargs[argument] = make(**{name: kwargs.pop(name) for name in names})
+            command(*args, **kwargs)
 
-    @functools.wraps(command)
-    def with_source(*args: Any, **kwargs: Any) -> None:
-        source = SourceOptions(**{name: kwargs.pop(name) for name in _SOURCE_PARAMS})
-        command(*args, source=source, **kwargs)
+        for option in reversed(options):
+            grouped = option(grouped)
+        return grouped
 
-    for option in reversed(options):
-        with_source = option(with_source)
-    return with_source
+    return decorate
 
 
-_SOURCE_PARAMS = ("creds", "authfile", "tls_verify", "cert_dir", "cache", "pull")
+#: How to reach a registry (and where to cache its blobs): `source: SourceOptions`.
+_source_options = _option_group("source", SourceOptions, [
+    click.option("--creds", metavar="USER:PASS",
+                 help="Registry credentials (default: from the auth files)."),
+    click.option("--authfile", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Registry auth file (default: $REGISTRY_AUTH_FILE, "
+                      "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."),
+    click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+                 metavar="BOOL",
+                 help="Verify registry TLS certificates; false also allows plain HTTP."),
+    click.option("--cert-dir", type=click.Path(file_okay=False), metavar="DIR",
+                 help="CA certificates (*.crt) and client pairs (*.cert, *.key) "
+                      "for the registry."),
+    click.option("--cache", type=click.Path(file_okay=False), metavar="DIR",
+                 help="Keep fetched blobs in this OCI layout and reuse them."),
+    click.option("--pull", type=click.Choice(["missing", "always"]), default="missing",
+                 show_default=True,
+                 help="With --cache: use a cached tag as is (missing), or ask the "
+                      "registry what the tag names now (always)."),
+])
 
-
-def _trust_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The signature policy options; the command receives them as `trust: TrustOptions`."""
-    options = [
-        click.option("--policy", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="Signature policy (default: ~/.config/containers/policy.json, "
-                          "else /etc/containers/policy.json)."),
-        click.option("--insecure-policy", is_flag=True,
-                     help="Do not apply any signature policy."),
-        click.option("--registries.d", "registries_d", type=click.Path(file_okay=False),
-                     metavar="DIR",
-                     help="Where signatures are (default: ~/.config/containers/registries.d, "
-                          "else /etc/containers/registries.d)."),
-    ]
-
-    @functools.wraps(command)
-    def with_trust(*args: Any, **kwargs: Any) -> None:
-        trust = TrustOptions(**{name: kwargs.pop(name) for name in _TRUST_PARAMS})
-        command(*args, trust=trust, **kwargs)
-
-    for option in reversed(options):
-        with_trust = option(with_trust)
-    return with_trust
-
-
-_TRUST_PARAMS = ("policy", "insecure_policy", "registries_d")
+#: Which signature policy to apply: `trust: TrustOptions`.
+_trust_options = _option_group("trust", TrustOptions, [
+    click.option("--policy", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Signature policy (default: ~/.config/containers/policy.json, "
+                      "else /etc/containers/policy.json)."),
+    click.option("--insecure-policy", is_flag=True,
+                 help="Do not apply any signature policy."),
+    click.option("--registries.d", "registries_d", type=click.Path(file_okay=False),
+                 metavar="DIR",
+                 help="Where signatures are (default: ~/.config/containers/registries.d, "
+                      "else /etc/containers/registries.d)."),
+])
 
 
 def _raise_open_file_limit() -> None:

@@ -18,7 +18,8 @@ from fixtures.layout import LayoutWriter, digest_of, gzip_compress, zstd_compres
 from fixtures.tarwriter import build_tar, reg
 from fixtures.variants import DATA_TXT, GARBAGE, SMALL_EXPECTED
 from unpack.errors import EXIT_IMAGE, LayerError
-from unpack.layer.compression import CHUNK_SIZE, Compression, decompressed, detect
+from unpack.image.compression import Compression, sniff
+from unpack.layer.decompress import CHUNK_SIZE, decompressed
 
 PAYLOAD = b"".join(b"payload line %06d\n" % i for i in range(20000))  # ~400 KB
 SKIPPABLE = struct.pack("<II", 0x184D2A50, 5) + b"skip!"
@@ -50,11 +51,11 @@ def fails(chunks: Iterable[bytes], compression: Compression) -> LayerError:
 
 
 def test_detect_by_magic() -> None:
-    assert detect(gzip_compress(b"x")) is Compression.GZIP
-    assert detect(zstd_compress(b"x")) is Compression.ZSTD
-    assert detect(build_tar([reg("a")])) is Compression.NONE
-    assert detect(b"") is Compression.NONE
-    assert detect(b"\x1f") is Compression.NONE
+    assert sniff(gzip_compress(b"x")) is Compression.GZIP
+    assert sniff(zstd_compress(b"x")) is Compression.ZSTD
+    assert sniff(build_tar([reg("a")])) is Compression.NONE
+    assert sniff(b"") is Compression.NONE
+    assert sniff(b"\x1f") is Compression.NONE
 
 
 def test_none_passes_the_bytes_through() -> None:

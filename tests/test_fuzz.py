@@ -48,7 +48,8 @@ from hypothesis import strategies as st
 from fixtures.layout import LayoutWriter, gzip_compress, zstd_compress
 from fixtures.tarwriter import Entry, build_tar, dirent, hardlink, pax_records, reg, symlink
 from unpack.errors import LayerError, UnpackError
-from unpack.layer.compression import Compression, decompressed
+from unpack.image.compression import Compression
+from unpack.layer.decompress import decompressed
 from unpack.layer.tarstream import EntryKind, TarReader
 from unpack.progress import Progress
 from unpack.verbs.unpack import UnpackOptions, unpack

@@ -25,9 +25,9 @@ from fixtures.tarwriter import build_tar, dirent, reg
 from fixtures.variants import UNKNOWN_MEDIA_TYPE
 from unpack.errors import EXIT_IMAGE, ImageError, UnpackError
 from unpack.image import layout as layout_module
+from unpack.image.compression import Compression
 from unpack.image.layout import Layout
 from unpack.image.resolve import MAX_INDEX_DEPTH, Image, resolve_image
-from unpack.layer.compression import Compression
 from unpack.progress import Progress
 from unpack.verbs.unpack import UnpackOptions, unpack
 

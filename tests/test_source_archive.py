@@ -362,7 +362,7 @@ def test_random_access_in_any_order(
         stored = data
     (tmp_path / "a").write_bytes(stored)
     with check_random_access(tmp_path / "a", contents) as index:
-        assert index.compression == {"plain": "none", "zstd": "zstd"}.get(kind, "gzip")
+        assert index.compression.value == {"plain": "none", "zstd": "zstd"}.get(kind, "gzip")
         if kind == "gzip":
             view = index._file
             checkpoints = len(view._checkpoints)  # type: ignore[attr-defined]

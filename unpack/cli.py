@@ -25,7 +25,6 @@ from unpack.progress import Progress
 from unpack.source import SourceOptions
 from unpack.trust.decide import TrustOptions
 from unpack.verbs.inspect import inspect_image, report_json, report_table
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 PROG = "oci-unpack"
 
@@ -275,6 +274,8 @@ def unpack_command(
       oci-unpack docker-archive:./saved.tar:busybox:latest ./bundle
       oci-unpack --cache ~/.cache/oci docker://registry.example:5000/app:1.2 ./bundle
     """
+    from unpack.verbs.unpack import UnpackOptions, unpack  # the layer machinery: only here
+
     _raise_open_file_limit()
     runtime = RuntimeOptions(
         tty=tty,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unpack.layer.compression import Compression
+from unpack.image.compression import Compression
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -8,6 +8,7 @@ from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image import mediatypes
+from unpack.image.compression import Compression
 from unpack.image.descriptor import (
     Descriptor,
     check_schema_version,
@@ -16,7 +17,6 @@ from unpack.image.descriptor import (
 )
 from unpack.image.platform import Platform
 from unpack.image.store import Source, read_json
-from unpack.layer.compression import Compression
 from unpack.verify import Digest
 
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -27,18 +27,19 @@ from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image import mediatypes
+from unpack.image.compression import Compression, sniff
 from unpack.image.descriptor import Descriptor, parse_json_object
 from unpack.source.base import MAX_DOCUMENT_SIZE, MAX_INDEX_SIZE
 from unpack.source.dockerref import InvalidReference, parse_normalized
-from unpack.source.tarindex import GZIP_MAGIC, ZSTD_MAGIC, Member, TarIndex
+from unpack.source.tarindex import Member, TarIndex
 from unpack.verify import Digest, verified, verify_bytes
 
 REF_NAME = "org.opencontainers.image.ref.name"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 _LAYER_TYPES = {
-    "none": DOCKER_LAYER,
-    "gzip": DOCKER_LAYER + ".gzip",
-    "zstd": DOCKER_LAYER + ".zstd",
+    Compression.NONE: DOCKER_LAYER,
+    Compression.GZIP: DOCKER_LAYER + ".gzip",
+    Compression.ZSTD: DOCKER_LAYER + ".zstd",
 }
 _HEX_FILE = re.compile(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json|\.tar)?")
 
@@ -204,8 +205,8 @@ class DockerArchive:
 
     def _layer(self, name: str, diff_id: Digest, source: object) -> dict[str, Any]:
         member = self._tar.member(name, "layer")
-        compression = _compression(self._tar.head(member, 4))
-        if compression == "none":
+        compression = sniff(self._tar.head(member, 4))
+        if compression is Compression.NONE:
             digest = diff_id
         elif isinstance(source, dict) and isinstance(source.get("digest"), str):
             digest = Digest.parse(source["digest"])
@@ -286,14 +287,6 @@ def normalise_tag(ref: str) -> str:
         return str(parse_normalized(ref).with_default_tag())
     except InvalidReference:
         return ref  # matches only a tag written exactly so
-
-
-def _compression(head: bytes) -> str:
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    return "none"
 
 
 def _diff_ids(config: dict[str, Any], what: str) -> list[Digest]:

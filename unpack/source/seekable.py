@@ -18,11 +18,10 @@ import io
 import os
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
-
-import zstandard
+from typing import Any, BinaryIO
 
 from unpack.errors import ImageError
+from unpack.image.compression import Compression
 
 READ_SIZE = 1 << 20
 #: Uncompressed bytes between two gzip checkpoints: the most ever inflated only to skip.
@@ -31,11 +30,11 @@ _IN_CHUNK = 1 << 16
 _OUT_CHUNK = 1 << 20
 
 
-def open_view(fd: int, compression: str, what: str) -> BinaryIO:
-    """A seekable view of the decompressed bytes of `fd` ("gzip", "zstd" or "none")."""
-    if compression == "gzip":
+def open_view(fd: int, compression: Compression, what: str) -> BinaryIO:
+    """A seekable view of the decompressed bytes of `fd`."""
+    if compression is Compression.GZIP:
         return _Gunzipped(fd, what)  # type: ignore[return-value]
-    if compression == "zstd":
+    if compression is Compression.ZSTD:
         return _Unzstd(fd, what)  # type: ignore[return-value]
     return _Plain(fd)  # type: ignore[return-value]
 
@@ -206,7 +205,9 @@ class _Unzstd(_Decompressed):
         super().__init__(fd, what)
         self._reader = self._open()
 
-    def _open(self) -> zstandard.ZstdDecompressionReader:
+    def _open(self) -> Any:
+        import zstandard  # only for zstd archives
+
         raw = os.fdopen(os.dup(self._fd), "rb")  # shares the file offset: start over
         raw.seek(0)
         return zstandard.ZstdDecompressor().stream_reader(
@@ -214,6 +215,8 @@ class _Unzstd(_Decompressed):
         )
 
     def _produce(self) -> bytes:
+        import zstandard
+
         try:
             data = self._reader.read(_OUT_CHUNK)
         except zstandard.ZstdError as error:

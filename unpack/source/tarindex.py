@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from unpack.errors import ImageError
+from unpack.image.compression import Compression, sniff, unsupported
 from unpack.source.seekable import READ_SIZE, open_view
 
 _MAX_LINK_HOPS = 8
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
 
 @dataclass(frozen=True)
@@ -71,19 +69,15 @@ class TarIndex:
             os.close(self._fd)
             self._fd = -1
 
-    def _sniff(self) -> str:
+    def _sniff(self) -> Compression:
         head = os.pread(self._fd, 8, 0)
-        if head.startswith(GZIP_MAGIC):
-            return "gzip"
-        if head.startswith(ZSTD_MAGIC):
-            return "zstd"
-        for magic, name in _UNSUPPORTED_MAGIC.items():
-            if head.startswith(magic):
-                raise ImageError(
-                    f"{self.path}: {name}-compressed archives are not supported "
-                    "(use an uncompressed, gzip or zstd tar)"
-                )
-        return "none"
+        name = unsupported(head)
+        if name is not None:
+            raise ImageError(
+                f"{self.path}: {name}-compressed archives are not supported "
+                "(use an uncompressed, gzip or zstd tar)"
+            )
+        return sniff(head)
 
     def _scan(self) -> dict[str, Member]:
         head = self._read_at(0, 512)
@@ -183,8 +177,6 @@ def sniff_archive(path: str) -> bool:
         head = os.pread(fd, 512, 0)
     finally:
         os.close(fd)
-    if head.startswith((GZIP_MAGIC, ZSTD_MAGIC)) or any(
-        head.startswith(m) for m in _UNSUPPORTED_MAGIC
-    ):
+    if sniff(head) is not Compression.NONE or unsupported(head) is not None:
         return True
     return len(head) == 512 and (head[257:262] == b"ustar" or _plausible_v7(head))

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from unpack.image import mediatypes
+from unpack.image.compression import Compression
 from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
 from unpack.image.platform import Platform
 from unpack.image.resolve import REF_NAME, ResolvedManifest, load_image, resolve_manifest
 from unpack.image.store import read_json
-from unpack.layer.compression import Compression
 from unpack.source import Source, SourceOptions, SourceReference, open_source
 from unpack.trust.decide import (
     SignatureReport,

@@ -16,11 +16,12 @@ from unpack.fs.bundle import BundleDir
 from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
 from unpack.idmap import IdMap
+from unpack.image.compression import Compression
 from unpack.image.platform import Platform
 from unpack.image.resolve import Image, Layer, ResolvedManifest, load_image, resolve_manifest
 from unpack.image.store import Source
 from unpack.layer.applier import Applier
-from unpack.layer.compression import Compression, decompressed
+from unpack.layer.decompress import decompressed
 from unpack.layer.tarstream import TarReader
 from unpack.prefetch import prefetched
 from unpack.progress import Progress

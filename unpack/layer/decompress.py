@@ -1,4 +1,4 @@
-"""Layer decompression: chosen by media type, confirmed by magic bytes.
+"""Layer decompression: chosen by media type, confirmed by magic bytes (`image.compression`).
 
 Every decompressor here is a generator from compressed chunks to
 decompressed chunks of at most `CHUNK_SIZE` bytes, so a small blob that
@@ -9,41 +9,16 @@ concatenated members/frames.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
 
 import zstandard
 from isal import igzip_lib
 
 from unpack.errors import LayerError
+from unpack.image.compression import GZIP_MAGIC, ZSTD_MAGIC, Compression, sniff
 from unpack.layer.zstdframes import ZstdFrameWalker
 
 CHUNK_SIZE = 1 << 20
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class Compression(enum.Enum):
-    """How a layer blob is compressed."""
-
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-
-
-def detect(head: bytes) -> Compression:
-    """Name the compression whose magic bytes start `head` (NONE if neither)."""
-    if head.startswith(GZIP_MAGIC):
-        return Compression.GZIP
-    if head.startswith(ZSTD_MAGIC) or _is_skippable_frame(head):
-        return Compression.ZSTD
-    return Compression.NONE
-
-
-def _is_skippable_frame(head: bytes) -> bool:
-    """zstd streams may begin with a skippable frame (pzstd writes one)."""
-    return len(head) >= 4 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50
 
 
 def decompressed(
@@ -56,7 +31,7 @@ def decompressed(
         head += bytes(chunk)
         if len(head) >= len(ZSTD_MAGIC):
             break
-    actual = detect(head)
+    actual = sniff(head)
     if actual is not expected:
         raise LayerError(
             f"{what}: media type says {expected.value} but the content is {actual.value}"

@@ -13,7 +13,7 @@ from fixtures.images import MULTIARCH_PLATFORMS, platform_string
 from fixtures.layout import LayoutWriter, host_arch, host_platform
 from fixtures.tarwriter import build_tar, reg
 from unpack.errors import EXIT_IMAGE, EXIT_USAGE, ImageError, UsageError
-from unpack.image.layout import Layout
+from unpack.source.layout import Layout
 from unpack.image.platform import Platform
 from unpack.image.resolve import Image, resolve_image
 
@@ -61,7 +61,8 @@ def resolve(root: Path, platform: str | None, ref: str | None = "latest") -> Ima
 
 
 def chosen(image: Image) -> dict[str, Any]:
-    return {k: image.config[k] for k in ("os", "architecture", "variant") if k in image.config}
+    raw = image.config.raw
+    return {k: raw[k] for k in ("os", "architecture", "variant") if k in raw}
 
 
 # -- normalisation ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from conftest import needs_root, run_cli
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, reg
 from unpack.errors import EXIT_IMAGE, EXIT_USAGE, ImageError, UsageError
-from unpack.image.layout import Layout
+from unpack.source.layout import Layout
 from unpack.image.reference import ImageReference, parse_image_reference
 from unpack.image.resolve import Image, resolve_image
 
@@ -146,7 +146,7 @@ def test_no_ref_picks_latest_among_several(tmp_path: Path) -> None:
     digests = make_layout(tmp_path / "img", ["v1", "latest", None])
     image = resolve(tmp_path / "img", None)
     assert str(image.manifest.digest) == digests[1]
-    assert image.config["config"]["Cmd"] == ["/image1"]
+    assert image.config.cmd == ("/image1",)
 
 
 def test_no_ref_without_latest_lists_the_refs(tmp_path: Path) -> None:

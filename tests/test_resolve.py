@@ -24,9 +24,9 @@ from fixtures.layout import (
 from fixtures.tarwriter import build_tar, dirent, reg
 from fixtures.variants import UNKNOWN_MEDIA_TYPE
 from unpack.errors import EXIT_IMAGE, ImageError, UnpackError
-from unpack.image import layout as layout_module
+from unpack.source import layout as layout_module
 from unpack.image.compression import Compression
-from unpack.image.layout import Layout
+from unpack.source.layout import Layout
 from unpack.image.resolve import MAX_INDEX_DEPTH, Image, resolve_image
 from unpack.progress import Progress
 from unpack.verbs.unpack import UnpackOptions, unpack

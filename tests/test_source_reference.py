@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 from unpack.errors import EXIT_USAGE, UsageError
-from unpack.image.layout import Layout
+from unpack.source.layout import Layout
 from unpack.source import ACCEPTED_FORMS, Source, open_source, parse_source_reference
 from unpack.source.registry import RegistryReference, RegistrySource
 from unpack.verify import Digest

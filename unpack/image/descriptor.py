@@ -1,11 +1,9 @@
-"""Content descriptors and the JSON checks every image document shares."""
+"""Content descriptors: what a blob is, its digest and its size."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image.platform import Platform
@@ -53,29 +51,3 @@ class Descriptor:
 
     def __str__(self) -> str:
         return f"{self.media_type} {self.digest}"
-
-
-def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
-    """Decode a JSON document that must be an object."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise ImageError(f"{what}: invalid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ImageError(f"{what}: expected a JSON object")
-    return value
-
-
-def check_schema_version(document: Mapping[str, Any], what: str) -> None:
-    """Image indexes and manifests must say `schemaVersion: 2`."""
-    version = document.get("schemaVersion")
-    if version != 2 or isinstance(version, bool):
-        raise ImageError(f"{what}: unsupported schemaVersion {version!r} (expected 2)")
-
-
-def descriptor_list(document: Mapping[str, Any], key: str, what: str) -> list[Descriptor]:
-    """Parse a list of descriptors under `key`."""
-    values = document.get(key)
-    if not isinstance(values, list):
-        raise ImageError(f"{what}: {key} is not a list")
-    return [Descriptor.parse(v, f"{what} {key}[{i}]") for i, v in enumerate(values)]

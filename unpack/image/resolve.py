@@ -1,26 +1,23 @@
-"""Resolve a reference in a layout to one image: index → manifest → config + layers."""
+"""Resolve a reference in a source to one image: index → manifest → config + layers.
+
+In two steps, so that the signature policy can judge the manifest before
+anything else of the image is read: `resolve_manifest` walks the index to
+the platform's manifest and reads it; `load_image` reads its config.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.compression import Compression
-from unpack.image.descriptor import (
-    Descriptor,
-    check_schema_version,
-    descriptor_list,
-    parse_json_object,
-)
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import MAX_INDEX_DEPTH, REF_NAME, ImageConfig, Index, Manifest
 from unpack.image.platform import Platform
-from unpack.image.store import Source, read_json
+from unpack.image.store import Source
 from unpack.verify import Digest
-
-REF_NAME = "org.opencontainers.image.ref.name"
-MAX_INDEX_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -38,13 +35,13 @@ class Image:
 
     manifest: Descriptor
     config_descriptor: Descriptor
-    config: dict[str, Any]
+    config: ImageConfig
     layers: tuple[Layer, ...]
 
     @property
     def platform(self) -> Platform | None:
         """The platform the image config declares."""
-        return Platform.from_descriptor(self.config)
+        return self.config.platform
 
 
 @dataclass(frozen=True)
@@ -55,87 +52,85 @@ class ResolvedManifest:
     data: bytes
 
 
-def resolve_image(layout: Source, ref: str | None, platform: Platform | None) -> Image:
+def resolve_image(source: Source, ref: str | None, platform: Platform | None) -> Image:
     """Find the image `ref` names for `platform` (None: the host's, leniently)."""
-    return load_image(layout, resolve_manifest(layout, ref, platform), platform)
+    return load_image(source, resolve_manifest(source, ref, platform), platform)
 
 
 def resolve_manifest(
-    layout: Source, ref: str | None, platform: Platform | None
+    source: Source, ref: str | None, platform: Platform | None
 ) -> ResolvedManifest:
     """Walk the index to the platform's manifest, and read it (nothing else)."""
-    index = layout.index()
-    check_schema_version(index, f"{layout.path}/index.json")
-    entries = descriptor_list(index, "manifests", f"{layout.path}/index.json")
+    index = source.index()
     if ref is not None and ref.split(":", 1)[0] in ("sha256", "sha512"):
-        candidates = [_find_digest(layout, entries, Digest.parse(ref))]
+        wanted = Digest.parse(ref)
+        found = next((d for d in descriptors_under(source, index.manifests) if d.digest == wanted),
+                     None)
+        if found is None:
+            raise ImageError(
+                f"no manifest {wanted} in {source.path}/index.json or the indexes under it"
+            )
+        candidates = [found]
     else:
-        candidates = _select_by_ref(entries, ref, layout.path)
-    leaves = [leaf for c in candidates for leaf in _manifests(layout, c, 0, frozenset())]
-    descriptor = _pick_platform(leaves, platform, ref, layout.path)
-    return ResolvedManifest(descriptor, layout.read_document(descriptor, "manifest"))
+        candidates = _select_by_ref(index, ref, source.path)
+    leaves = [d for d in descriptors_under(source, candidates) if d.media_type not in
+              mediatypes.INDEXES]
+    for leaf in leaves:
+        if leaf.media_type not in mediatypes.MANIFESTS:
+            raise ImageError(
+                f"unsupported manifest media type {leaf.media_type!r} ({leaf.digest})"
+            )
+    descriptor = _pick_platform(leaves, platform, ref, source.path)
+    return ResolvedManifest(descriptor, source.read_document(descriptor, "manifest"))
 
 
-def _select_by_ref(entries: list[Descriptor], ref: str | None, where: str) -> list[Descriptor]:
+def platforms_under(source: Source, ref: str | None) -> list[str]:
+    """The platforms named in the indexes under what `ref` names (all entries if None)."""
+    index = source.index()
+    chosen = [d for d in index.manifests if ref is None or d.annotations.get(REF_NAME) == ref
+              or str(d.digest) == ref]
+    return sorted({str(d.platform) for d in descriptors_under(source, chosen) if d.platform})
+
+
+def descriptors_under(source: Source, entries: list[Descriptor] | tuple[Descriptor, ...]
+                      ) -> Iterator[Descriptor]:
+    """Every descriptor in `entries` and in the indexes below them, depth first.
+
+    Nested indexes are read (and verified) as they are reached; a cycle or
+    nesting deeper than MAX_INDEX_DEPTH is an error.
+    """
+    pending = [(entry, 0, frozenset[Digest]()) for entry in reversed(entries)]
+    while pending:
+        descriptor, depth, seen = pending.pop()
+        yield descriptor
+        if descriptor.media_type not in mediatypes.INDEXES:
+            continue
+        if descriptor.digest in seen or depth >= MAX_INDEX_DEPTH:
+            raise ImageError(f"image index {descriptor.digest}: indexes nest in a cycle or "
+                             "too deep")
+        what = f"image index {descriptor.digest}"
+        nested = Index.parse(source.read_document(descriptor, "image index"), what, descriptor)
+        below = seen | {descriptor.digest}
+        pending += [(child, depth + 1, below) for child in reversed(nested.manifests)]
+
+
+def _select_by_ref(index: Index, ref: str | None, where: str) -> list[Descriptor]:
+    entries = index.manifests
     if ref is None:
         if len(entries) == 1:
-            return entries
-        tagged = [e for e in entries if e.annotations.get(REF_NAME) == "latest"]
+            return list(entries)
+        tagged = index.tagged("latest")
         if tagged:
             return tagged
         raise ImageError(
             f"{where} holds {len(entries)} manifests and none is tagged 'latest'; "
-            f"choose one of: {_refs_present(entries)}"
+            f"choose one of: {index.refs_present()}"
         )
-    tagged = [e for e in entries if e.annotations.get(REF_NAME) == ref]
+    tagged = index.tagged(ref)
     if not tagged:
-        raise ImageError(
-            f"no image tagged {ref!r} in {where}; refs present: {_refs_present(entries)}"
-        )
+        raise ImageError(f"no image tagged {ref!r} in {where}; refs present: "
+                         f"{index.refs_present()}")
     return tagged
-
-
-def _find_digest(layout: Source, entries: list[Descriptor], digest: Digest) -> Descriptor:
-    """The descriptor with `digest`, in index.json or any index nested under it."""
-    pending = [(entry, 0) for entry in entries]
-    while pending:
-        descriptor, depth = pending.pop(0)
-        if descriptor.digest == digest:
-            return descriptor
-        if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
-            what = f"image index {descriptor.digest}"
-            index = read_json(layout, descriptor, "image index")
-            check_schema_version(index, what)
-            children = descriptor_list(index, "manifests", what)
-            pending.extend((child, depth + 1) for child in children)
-    raise ImageError(f"no manifest {digest} in {layout.path}/index.json or the indexes under it")
-
-
-def _refs_present(entries: list[Descriptor]) -> str:
-    refs = sorted({e.annotations[REF_NAME] for e in entries if REF_NAME in e.annotations})
-    digests = [str(e.digest) for e in entries if REF_NAME not in e.annotations]
-    return ", ".join(refs + digests) or "(none)"
-
-
-def _manifests(
-    layout: Source, descriptor: Descriptor, depth: int, seen: frozenset[Digest]
-) -> list[Descriptor]:
-    """The image manifests reachable from `descriptor`, descending nested indexes."""
-    if descriptor.media_type in mediatypes.MANIFESTS:
-        return [descriptor]
-    if descriptor.media_type not in mediatypes.INDEXES:
-        raise ImageError(
-            f"unsupported manifest media type {descriptor.media_type!r} ({descriptor.digest})"
-        )
-    if descriptor.digest in seen or depth >= MAX_INDEX_DEPTH:
-        raise ImageError(f"image index {descriptor.digest}: indexes nest in a cycle or too deep")
-    what = f"image index {descriptor.digest}"
-    index = read_json(layout, descriptor, "image index")
-    check_schema_version(index, what)
-    _check_media_type(index, descriptor, what)
-    children = descriptor_list(index, "manifests", what)
-    seen = seen | {descriptor.digest}
-    return [leaf for child in children for leaf in _manifests(layout, child, depth + 1, seen)]
 
 
 def _pick_platform(
@@ -152,52 +147,21 @@ def _pick_platform(
     raise ImageError(f"no manifest for platform {target} in {name}; platforms present: {present}")
 
 
-def _check_media_type(document: Mapping[str, Any], descriptor: Descriptor, what: str) -> None:
-    declared = document.get("mediaType")
-    if declared is not None and declared != descriptor.media_type:
-        raise ImageError(
-            f"{what}: mediaType {declared!r} does not match its descriptor's "
-            f"{descriptor.media_type!r}"
-        )
-
-
-def load_image(layout: Source, resolved: ResolvedManifest, explicit: Platform | None) -> Image:
+def load_image(source: Source, resolved: ResolvedManifest, explicit: Platform | None) -> Image:
     """Check the manifest, read its config, and describe its layers."""
     descriptor = resolved.descriptor
     what = f"manifest {descriptor.digest}"
-    manifest = parse_json_object(resolved.data, what)
-    check_schema_version(manifest, what)
-    _check_media_type(manifest, descriptor, what)
-    config_descriptor = Descriptor.parse(manifest.get("config"), f"{what} config")
-    if config_descriptor.media_type not in mediatypes.CONFIGS:
-        raise ImageError(f"{what}: unsupported config media type {config_descriptor.media_type!r}")
-    layer_descriptors = descriptor_list(manifest, "layers", what)
-    config = read_json(layout, config_descriptor, "image config")
-    diff_ids = _diff_ids(config, f"image config {config_descriptor.digest}")
-    if len(diff_ids) != len(layer_descriptors):
+    manifest = Manifest.parse(resolved.data, what, descriptor)
+    config = ImageConfig.parse(source.read_document(manifest.config, "image config"),
+                               f"image config {manifest.config.digest}")
+    if len(config.diff_ids) != len(manifest.layers):
         raise ImageError(
-            f"{what}: {len(layer_descriptors)} layers but its config lists {len(diff_ids)} diff_ids"
+            f"{what}: {len(manifest.layers)} layers but its config lists "
+            f"{len(config.diff_ids)} diff_ids"
         )
-    layers = []
-    for number, (layer, diff_id) in enumerate(zip(layer_descriptors, diff_ids, strict=True), 1):
-        compression = mediatypes.LAYERS.get(layer.media_type)
-        if compression is None:
-            raise ImageError(
-                f"{what}: layer {number} ({layer.digest}) has unsupported media type "
-                f"{layer.media_type!r}"
-            )
-        layers.append(Layer(layer, compression, diff_id))
-    image = Image(descriptor, config_descriptor, config, tuple(layers))
+    layers = tuple(Layer(layer.descriptor, layer.compression, diff_id)
+                   for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True))
+    image = Image(descriptor, manifest.config, config, layers)
     if explicit is not None and image.platform not in (None, explicit):
         raise ImageError(f"{what} is for {image.platform}, not the requested {explicit}")
     return image
-
-
-def _diff_ids(config: Mapping[str, Any], what: str) -> list[Digest]:
-    rootfs = config.get("rootfs")
-    if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
-        raise ImageError(f"{what}: rootfs must be an object with type 'layers'")
-    diff_ids = rootfs.get("diff_ids")
-    if not isinstance(diff_ids, list):
-        raise ImageError(f"{what}: rootfs.diff_ids is not a list")
-    return [Digest.parse(d) for d in diff_ids]

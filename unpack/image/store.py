@@ -8,9 +8,10 @@ consumer, so that `unpack.image` needs nothing from `unpack.source`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from unpack.image.descriptor import Descriptor, parse_json_object
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import Index
 
 
 @runtime_checkable
@@ -20,8 +21,8 @@ class Source(Protocol):
     #: Where the images are, for messages (a path, an archive, a registry URL).
     path: str
 
-    def index(self) -> dict[str, Any]:
-        """The top-level image index (index.json), as a JSON object."""
+    def index(self) -> Index:
+        """The top-level image index (index.json)."""
         ...
 
     def read_document(self, descriptor: Descriptor, what: str) -> bytes:
@@ -42,7 +43,3 @@ class Source(Protocol):
 
     def __exit__(self, *exc_info: object) -> None: ...
 
-
-def read_json(source: Source, descriptor: Descriptor, what: str) -> dict[str, Any]:
-    """Read, verify and decode a JSON document (index, manifest or config) from `source`."""
-    return parse_json_object(source.read_document(descriptor, what), f"{what} {descriptor.digest}")

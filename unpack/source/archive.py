@@ -28,13 +28,18 @@ from typing import Any
 from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.compression import Compression, sniff
-from unpack.image.descriptor import Descriptor, parse_json_object
-from unpack.source.base import MAX_DOCUMENT_SIZE, MAX_INDEX_SIZE
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import (
+    MAX_DOCUMENT_SIZE,
+    MAX_INDEX_SIZE,
+    REF_NAME,
+    Index,
+    parse_json_object,
+)
 from unpack.source.dockerref import InvalidReference, parse_normalized
 from unpack.source.tarindex import Member, TarIndex
 from unpack.verify import Digest, verified, verify_bytes
 
-REF_NAME = "org.opencontainers.image.ref.name"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 _LAYER_TYPES = {
     Compression.NONE: DOCKER_LAYER,
@@ -71,11 +76,11 @@ class OciArchive:
     def close(self) -> None:
         self._tar.close()
 
-    def index(self) -> dict[str, Any]:
+    def index(self) -> Index:
         """The archive's `index.json`."""
         member = self._tar.member("index.json", "file")
         data = self._tar.read(member, MAX_INDEX_SIZE, "file")
-        return parse_json_object(data, f"{self.path}: index.json")
+        return Index.parse(data, f"{self.path}: index.json")
 
     def _blob(self, descriptor: Descriptor) -> Member:
         digest = descriptor.digest
@@ -221,19 +226,9 @@ class DockerArchive:
         return {"mediaType": _LAYER_TYPES[compression], "digest": str(digest), "size": member.size}
 
     # -- Source
-    def index(self) -> dict[str, Any]:
+    def index(self) -> Index:
         """One entry per image, tagged with its first RepoTag."""
-        entries = []
-        for image in self.images:
-            entry: dict[str, Any] = {
-                "mediaType": image.manifest.media_type,
-                "digest": str(image.manifest.digest),
-                "size": image.manifest.size,
-            }
-            if image.manifest.annotations:
-                entry["annotations"] = dict(image.manifest.annotations)
-            entries.append(entry)
-        return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": entries}
+        return Index(tuple(image.manifest for image in self.images), mediatypes.OCI_INDEX)
 
     def select(self, ref: str | None) -> str:
         """The manifest digest of the image `ref` names: NAME:TAG, `@N`, or None (the only one)."""

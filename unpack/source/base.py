@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Like Layout's: the largest index.json and JSON document (manifest, config) read.
-MAX_INDEX_SIZE = 16 << 20
-MAX_DOCUMENT_SIZE = 32 << 20
-
 
 @dataclass(frozen=True)
 class SourceOptions:

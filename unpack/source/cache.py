@@ -19,11 +19,10 @@ from typing import Any
 
 from unpack.errors import FilesystemError, ImageError, VerificationError
 from unpack.image.descriptor import Descriptor
-from unpack.image.layout import Layout
+from unpack.image.documents import REF_NAME
 from unpack.image.mediatypes import OCI_INDEX
+from unpack.source.layout import Layout
 from unpack.verify import Digest
-
-REF_NAME = "org.opencontainers.image.ref.name"
 
 
 class BlobCache:

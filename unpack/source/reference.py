@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unpack.errors import ImageError, UsageError
-from unpack.image.layout import Layout
 from unpack.image.reference import parse_image_reference
 from unpack.image.store import Source
 from unpack.source.archive import DockerArchive, OciArchive, open_archive
 from unpack.source.base import SourceOptions
 from unpack.source.dockerref import InvalidReference, parse_normalized
+from unpack.source.layout import Layout
 from unpack.source.registryref import RegistryReference
 from unpack.source.tarindex import sniff_archive
 from unpack.verify import Digest

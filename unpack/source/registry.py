@@ -17,18 +17,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from unpack.errors import ImageError
 from unpack.image import mediatypes
-from unpack.image.descriptor import Descriptor, parse_json_object
-from unpack.source.base import MAX_DOCUMENT_SIZE, SourceOptions
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import MAX_DOCUMENT_SIZE, REF_NAME, Index, parse_json_object
+from unpack.source.base import SourceOptions
 from unpack.source.cache import BlobCache
 from unpack.source.registry_client import DOCUMENT_TYPES, MANIFEST_ACCEPT, RegistryClient
 from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest, verified, verify_bytes
-
-REF_NAME = "org.opencontainers.image.ref.name"
 
 
 class RegistrySource:
@@ -137,15 +135,12 @@ class RegistrySource:
             })
 
     # -- Source
-    def index(self) -> dict[str, Any]:
+    def index(self) -> Index:
         """A one-entry index: what the reference names, tagged with the tag."""
         top = self.top()
-        entry: dict[str, Any] = {
-            "mediaType": top.media_type, "digest": str(top.digest), "size": top.size,
-        }
-        if self.reference.digest is None:
-            entry["annotations"] = {REF_NAME: self.ref}
-        return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [entry]}
+        annotations = {REF_NAME: self.ref} if self.reference.digest is None else {}
+        entry = Descriptor(top.media_type, top.digest, top.size, annotations=annotations)
+        return Index((entry,), mediatypes.OCI_INDEX)
 
     def read_document(self, descriptor: Descriptor, what: str) -> bytes:
         where = f"{what} {descriptor.digest}"

@@ -34,8 +34,9 @@ from unpack import __version__
 from unpack.errors import ImageError, NetworkError, UsageError
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor
+from unpack.image.documents import MAX_DOCUMENT_SIZE
 from unpack.source.auth import Authorizer, Credentials, error_reason, find_credentials, parse_creds
-from unpack.source.base import MAX_DOCUMENT_SIZE, SourceOptions
+from unpack.source.base import SourceOptions
 from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest
 

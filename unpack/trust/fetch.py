@@ -16,7 +16,8 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from unpack.errors import ImageError, NetworkError, PolicyError
-from unpack.image.descriptor import Descriptor, descriptor_list, parse_json_object
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import descriptor_list, parse_json_object
 from unpack.image.mediatypes import OCI_MANIFEST
 from unpack.source.registry import RegistrySource
 from unpack.trust.registriesd import RegistriesD

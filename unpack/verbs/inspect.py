@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from unpack.image import mediatypes
 from unpack.image.compression import Compression
-from unpack.image.descriptor import Descriptor, check_schema_version, descriptor_list
+from unpack.image.documents import ImageConfig
 from unpack.image.platform import Platform
-from unpack.image.resolve import REF_NAME, ResolvedManifest, load_image, resolve_manifest
-from unpack.image.store import read_json
+from unpack.image.resolve import (
+    ResolvedManifest,
+    load_image,
+    platforms_under,
+    resolve_manifest,
+)
 from unpack.source import Source, SourceOptions, SourceReference, open_source
 from unpack.trust.decide import (
     SignatureReport,
@@ -29,8 +31,6 @@ from unpack.trust.decide import (
 )
 from unpack.trust.evaluation import PolicyImage
 from unpack.trust.policy import Policy
-
-MAX_INDEX_DEPTH = 8
 
 
 @dataclass
@@ -106,14 +106,10 @@ def inspect_image(
     policy = load_applicable_policy(trust)
     source, ref, reference = open_source(image_text, options)
     with source:
-        index = source.index()
-        where = f"{source.path}/index.json"
-        check_schema_version(index, where)
-        entries = descriptor_list(index, "manifests", where)
         resolved = resolve_manifest(source, ref, platform)
         signature = _signatures(policy, trust, reference, source, resolved)
         image = load_image(source, resolved, platform)
-        platforms = sorted(_platforms(source, entries, ref))
+        platforms = platforms_under(source, ref)
     image_platform = image.platform
     if not platforms and image_platform is not None:
         platforms = [str(image_platform)]
@@ -141,49 +137,16 @@ def inspect_image(
     return report
 
 
-def _platforms(source: Source, entries: list[Descriptor], ref: str | None) -> set[str]:
-    """The platforms of the manifests under the index entries `ref` names (all if None)."""
-    chosen = [e for e in entries if ref is None or e.annotations.get(REF_NAME) == ref
-              or str(e.digest) == ref]
-    found: set[str] = set()
-    pending = [(entry, 0) for entry in chosen]
-    while pending:
-        descriptor, depth = pending.pop(0)
-        if descriptor.platform is not None:
-            found.add(str(descriptor.platform))
-        if descriptor.media_type in mediatypes.INDEXES and depth < MAX_INDEX_DEPTH:
-            what = f"image index {descriptor.digest}"
-            index = read_json(source, descriptor, "image index")
-            check_schema_version(index, what)
-            pending += [(child, depth + 1) for child in descriptor_list(index, "manifests", what)]
-    return found
-
-
-def _summarise_config(report: InspectReport, config: dict[str, Any]) -> None:
-    def text(value: object) -> str | None:
-        return value if isinstance(value, str) and value else None
-
-    def words(value: object) -> list[str] | None:
-        return [str(w) for w in value] if isinstance(value, list) else None
-
-    report.created = text(config.get("created"))
-    report.author = text(config.get("author"))
-    run = config.get("config")
-    if not isinstance(run, dict):
-        return
-    report.entrypoint = words(run.get("Entrypoint"))
-    report.cmd = words(run.get("Cmd"))
-    report.env = words(run.get("Env")) or []
-    report.user = text(run.get("User"))
-    report.workdir = text(run.get("WorkingDir"))
-    labels = run.get("Labels")
-    if isinstance(labels, dict):
-        report.labels = {str(k): str(v) for k, v in sorted(labels.items())}
-    for key, target in (("ExposedPorts", report.exposed_ports), ("Volumes", report.volumes)):
-        value = run.get(key)
-        if isinstance(value, dict):
-            target.extend(sorted(str(k) for k in value))
-    report.stop_signal = text(run.get("StopSignal"))
+def _summarise_config(report: InspectReport, config: ImageConfig) -> None:
+    report.created, report.author = config.created, config.author
+    report.entrypoint = list(config.entrypoint) if config.entrypoint is not None else None
+    report.cmd = list(config.cmd) if config.cmd is not None else None
+    report.env = list(config.env)
+    report.user, report.workdir = config.user, config.working_dir
+    report.labels = dict(config.labels)
+    report.exposed_ports = list(config.exposed_ports)
+    report.volumes = list(config.volumes)
+    report.stop_signal = config.stop_signal
 
 
 def report_json(report: InspectReport) -> str:

@@ -254,7 +254,7 @@ def _counting(
 def _write_config(
     bundle: str, image: Image, rootfs: Rootfs, options: RuntimeOptions, *, chown_volumes: bool
 ) -> None:
-    converted = runtime_config(image.config, rootfs.read_file, options)
+    converted = runtime_config(image.config.raw, rootfs.read_file, options)
     user = converted.config["process"]["user"]
     try:
         for name in converted.volume_dirs:

@@ -10,15 +10,13 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from unpack.errors import ImageError
-from unpack.image.descriptor import Descriptor, parse_json_object
+from unpack.image.descriptor import Descriptor
+from unpack.image.documents import MAX_DOCUMENT_SIZE, MAX_INDEX_SIZE, Index, parse_json_object
 from unpack.verify import verified, verify_bytes
 
 READ_SIZE = 1 << 20
-MAX_INDEX_SIZE = 16 << 20
-MAX_DOCUMENT_SIZE = 32 << 20
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -55,10 +53,10 @@ class Layout:
         if not isinstance(version, str) or not version.startswith("1."):
             raise ImageError(f"{where}: unsupported imageLayoutVersion {version!r}")
 
-    def index(self) -> dict[str, Any]:
-        """The top-level `index.json` as a JSON object."""
+    def index(self) -> Index:
+        """The top-level `index.json`."""
         where = os.path.join(self.path, "index.json")
-        return parse_json_object(self._read_file("index.json", MAX_INDEX_SIZE), where)
+        return Index.parse(self._read_file("index.json", MAX_INDEX_SIZE), where)
 
     def _read_file(self, name: str, limit: int) -> bytes:
         where = os.path.join(self.path, name)

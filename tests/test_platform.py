@@ -13,9 +13,9 @@ from fixtures.images import MULTIARCH_PLATFORMS, platform_string
 from fixtures.layout import LayoutWriter, host_arch, host_platform
 from fixtures.tarwriter import build_tar, reg
 from unpack.errors import EXIT_IMAGE, EXIT_USAGE, ImageError, UsageError
-from unpack.source.layout import Layout
 from unpack.image.platform import Platform
 from unpack.image.resolve import Image, resolve_image
+from unpack.source.layout import Layout
 
 OTHERS: list[dict[str, str]] = [
     {"os": "linux", "architecture": "s390x"},

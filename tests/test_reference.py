@@ -12,9 +12,10 @@ from conftest import needs_root, run_cli
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, reg
 from unpack.errors import EXIT_IMAGE, EXIT_USAGE, ImageError, UsageError
-from unpack.source.layout import Layout
-from unpack.image.reference import ImageReference, parse_image_reference
 from unpack.image.resolve import Image, resolve_image
+from unpack.source.layout import Layout
+from unpack.source.reference import ImageReference, parse_image_reference
+from unpack.verify import Digest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -50,74 +51,87 @@ def resolve_error(root: Path, ref: str | None) -> ImageError:
     return excinfo.value
 
 
-# -- parse_image_reference -------------------------------------------------------------------
+# -- parse_image_reference: PATH[:REF] without a transport ------------------------------------
+
+
+def oci(path: object, **which: object) -> ImageReference:
+    return ImageReference("oci", str(path), **which)  # type: ignore[arg-type]
 
 
 def test_layout_alone(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
-    assert parse_image_reference(str(tmp_path / "img")) == ImageReference(str(tmp_path / "img"),
-                                                                          None)
+    assert parse_image_reference(str(tmp_path / "img")) == oci(tmp_path / "img")
 
 
 def test_layout_and_tag(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     ref = parse_image_reference(f"{tmp_path}/img:v1.2-rc_3")
-    assert ref == ImageReference(f"{tmp_path}/img", "v1.2-rc_3")
-    assert str(ref) == f"{tmp_path}/img:v1.2-rc_3"
+    assert ref == oci(f"{tmp_path}/img", tag="v1.2-rc_3")
+    assert str(ref) == f"oci:{tmp_path}/img:v1.2-rc_3"
 
 
-def test_layout_and_digest(tmp_path: Path) -> None:
+def test_layout_and_digest_or_index(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     digest = "sha256:" + "ab" * 32
-    assert parse_image_reference(f"{tmp_path}/img:{digest}") == ImageReference(
-        f"{tmp_path}/img", digest
-    )
+    assert parse_image_reference(f"{tmp_path}/img:{digest}") == oci(
+        f"{tmp_path}/img", digest=Digest.parse(digest))
+    assert parse_image_reference(f"{tmp_path}/img:@2") == oci(f"{tmp_path}/img", index=2)
+    with pytest.raises(UsageError, match="invalid digest"):
+        parse_image_reference(f"{tmp_path}/img:sha256:abc")
 
 
 @pytest.mark.parametrize("ref", ["docker.io/library/x:1", "a/b/c", "x:y:z", "host:5000/x@y"])
 def test_refs_with_colons_and_slashes(tmp_path: Path, ref: str) -> None:
     (tmp_path / "img").mkdir()
-    assert parse_image_reference(f"{tmp_path}/img:{ref}") == ImageReference(
-        f"{tmp_path}/img", ref
-    )
+    assert parse_image_reference(f"{tmp_path}/img:{ref}") == oci(f"{tmp_path}/img", tag=ref)
 
 
 def test_layout_path_with_colon(tmp_path: Path) -> None:
     layout = tmp_path / "my:image:dir"
     layout.mkdir()
-    assert parse_image_reference(str(layout)) == ImageReference(str(layout), None)
-    assert parse_image_reference(f"{layout}:latest") == ImageReference(str(layout), "latest")
-    digest = "sha256:" + "0" * 64
-    assert parse_image_reference(f"{layout}:{digest}") == ImageReference(str(layout), digest)
+    assert parse_image_reference(str(layout)) == oci(layout)
+    assert parse_image_reference(f"{layout}:latest") == oci(layout, tag="latest")
 
 
 def test_whole_string_wins_when_it_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a:b").mkdir()
-    assert parse_image_reference(f"{tmp_path}/a:b") == ImageReference(f"{tmp_path}/a:b", None)
-    assert parse_image_reference(f"{tmp_path}/a:c") == ImageReference(f"{tmp_path}/a", "c")
+    assert parse_image_reference(f"{tmp_path}/a:b") == oci(f"{tmp_path}/a:b")
+    assert parse_image_reference(f"{tmp_path}/a:c") == oci(f"{tmp_path}/a", tag="c")
 
 
 def test_relative_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "img").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert parse_image_reference("img:latest") == ImageReference("img", "latest")
-    assert parse_image_reference("./img") == ImageReference("./img", None)
+    assert parse_image_reference("img:latest") == oci("img", tag="latest")
+    assert parse_image_reference("./img") == oci("./img")
 
 
 @pytest.mark.parametrize("suffix", ["nope", "nope:latest", "nope/deeper:v1"])
-def test_missing_layout_is_a_usage_error(tmp_path: Path, suffix: str) -> None:
+def test_missing_path_is_a_short_usage_error(tmp_path: Path, suffix: str) -> None:
     text = f"{tmp_path}/{suffix}"
     with pytest.raises(UsageError) as excinfo:
         parse_image_reference(text)
     assert excinfo.value.exit_code == EXIT_USAGE
-    assert repr(text) in str(excinfo.value)
+    assert str(excinfo.value) == f"{text}: no such file or directory"
 
 
-@pytest.mark.parametrize("ref", ["", "-flag", "bad ref", "ref\nx"])
+def test_a_bare_name_suggests_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as excinfo:
+        parse_image_reference("busybox")
+    assert str(excinfo.value) == ("busybox: no such file or directory (to pull it from a "
+                                  "registry, write docker://busybox)")
+    for path in ("./busybox", "busybox/", "/busybox"):
+        with pytest.raises(UsageError) as excinfo:
+            parse_image_reference(path)
+        assert "docker://" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("ref", ["-flag", "bad ref", "ref\nx"])
 def test_malformed_ref_is_a_usage_error(tmp_path: Path, ref: str) -> None:
     (tmp_path / "img").mkdir()
-    with pytest.raises(UsageError, match="no OCI image layout directory found"):
+    with pytest.raises(UsageError, match="invalid image reference"):
         parse_image_reference(f"{tmp_path}/img:{ref}")
 
 
@@ -126,10 +140,10 @@ def test_empty_image_is_a_usage_error() -> None:
         parse_image_reference("")
 
 
-def test_a_file_is_not_a_layout(tmp_path: Path) -> None:
+def test_a_file_is_an_archive_to_be(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UsageError, match="no OCI image layout directory found"):
-        parse_image_reference(f"{tmp_path}/file:latest")
+    assert parse_image_reference(f"{tmp_path}/file:latest") == ImageReference(
+        "archive", f"{tmp_path}/file", tag="latest")
 
 
 # -- which manifest a REF selects ------------------------------------------------------------

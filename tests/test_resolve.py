@@ -24,11 +24,11 @@ from fixtures.layout import (
 from fixtures.tarwriter import build_tar, dirent, reg
 from fixtures.variants import UNKNOWN_MEDIA_TYPE
 from unpack.errors import EXIT_IMAGE, ImageError, UnpackError
-from unpack.source import layout as layout_module
 from unpack.image.compression import Compression
-from unpack.source.layout import Layout
 from unpack.image.resolve import MAX_INDEX_DEPTH, Image, resolve_image
 from unpack.progress import Progress
+from unpack.source import layout as layout_module
+from unpack.source.layout import Layout
 from unpack.verbs.unpack import UnpackOptions, unpack
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"

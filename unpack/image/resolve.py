@@ -60,7 +60,10 @@ def resolve_image(source: Source, ref: str | None, platform: Platform | None) ->
 def resolve_manifest(
     source: Source, ref: str | None, platform: Platform | None
 ) -> ResolvedManifest:
-    """Walk the index to the platform's manifest, and read it (nothing else)."""
+    """Walk the index to the platform's manifest, and read it (nothing else).
+
+    `ref` is a tag, a manifest digest, or `@N` (the N-th entry of the index).
+    """
     index = source.index()
     if ref is not None and ref.split(":", 1)[0] in ("sha256", "sha512"):
         wanted = Digest.parse(ref)
@@ -71,6 +74,12 @@ def resolve_manifest(
                 f"no manifest {wanted} in {source.path}/index.json or the indexes under it"
             )
         candidates = [found]
+    elif ref is not None and ref.startswith("@") and ref[1:].isdigit():
+        number = int(ref[1:])
+        if number >= len(index.manifests):
+            raise ImageError(f"{source.path}: no image {ref} (it holds {len(index.manifests)}, "
+                             "from @0)")
+        candidates = [index.manifests[number]]
     else:
         candidates = _select_by_ref(index, ref, source.path)
     leaves = [d for d in descriptors_under(source, candidates) if d.media_type not in

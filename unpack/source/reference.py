@@ -1,4 +1,4 @@
-"""The IMAGE argument, with skopeo's transport names; and opening the source it names.
+"""The IMAGE argument, with skopeo's transport names, parsed once into an `ImageReference`.
 
     oci:PATH[:REF]                        an OCI image layout directory
     oci-archive:PATH[:REF]                an OCI layout in a tar (plain, .gz, .zst)
@@ -6,8 +6,9 @@
     docker://HOST[:PORT]/NAME[:TAG|@DIGEST]   a registry (docker://NAME: Docker Hub)
     PATH[:REF]                            a directory: a layout; a file: an archive
 
-A transport prefix always wins (write `./oci:x` for a local path named so).
-In a path, `:` separates REF only where the part before it exists.
+REF is a tag, a digest (`sha256:…`) or `@N` (the N-th image, from 0). A
+transport prefix always wins (write `./oci:x` for a local path named so). In a
+path, `:` separates REF only where the part before it exists.
 """
 
 from __future__ import annotations
@@ -18,14 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unpack.errors import ImageError, UsageError
-from unpack.image.reference import parse_image_reference
-from unpack.image.store import Source
-from unpack.source.archive import DockerArchive, OciArchive, open_archive
-from unpack.source.base import SourceOptions
 from unpack.source.dockerref import InvalidReference, parse_normalized
-from unpack.source.layout import Layout
 from unpack.source.registryref import RegistryReference
-from unpack.source.tarindex import sniff_archive
 from unpack.verify import Digest
 
 TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker")
@@ -34,76 +29,110 @@ ACCEPTED_FORMS = (
     "docker://HOST[:PORT]/NAME[:TAG|@DIGEST], or a layout directory or archive PATH[:REF]"
 )
 _REF = re.compile(r"[A-Za-z0-9@][A-Za-z0-9._:@/+-]*")
+_INDEX = re.compile(r"@[0-9]+")
 
 
 @dataclass(frozen=True)
-class SourceReference:
-    """A parsed IMAGE: its transport, where it is, and which image there (REF)."""
+class ImageReference:
+    """A parsed IMAGE: its transport, where it is, and which image there."""
 
-    transport: str  # oci, oci-archive, docker-archive, archive (sniffed) or docker
+    transport: str  # oci, oci-archive, docker-archive, docker, or archive (kind sniffed)
     location: str  # a path, or for docker: the RegistryReference's text
-    ref: str | None
+    tag: str | None = None  # a tag: ref.name, a docker-archive NAME:TAG, a registry tag
+    digest: Digest | None = None
+    index: int | None = None  # @N: the N-th image of the index or archive
     registry: RegistryReference | None = None
+
+    @property
+    def ref(self) -> str | None:
+        """REF as written: the digest, `@N`, or the tag (None for none)."""
+        if self.registry is not None:
+            return self.registry.ref
+        if self.digest is not None:
+            return str(self.digest)
+        if self.index is not None:
+            return f"@{self.index}"
+        return self.tag
 
     def __str__(self) -> str:
         if self.registry is not None:
             return str(self.registry)
-        text = self.location if self.ref is None else f"{self.location}:{self.ref}"
+        ref = self.ref
+        text = self.location if ref is None else f"{self.location}:{ref}"
         return text if self.transport == "archive" else f"{self.transport}:{text}"
 
 
-def parse_source_reference(text: str) -> SourceReference:
-    """Parse IMAGE into a transport, a location and a REF (checking local paths exist)."""
+def parse_image_reference(text: str) -> ImageReference:
+    """Parse IMAGE into a transport, a location and which image (checking local paths exist)."""
     if not text:
-        raise UsageError(f"IMAGE is empty: expected {ACCEPTED_FORMS}")
+        raise UsageError(f"IMAGE is empty; expected {ACCEPTED_FORMS}")
     transport, colon, rest = text.partition(":")
     if colon and transport in TRANSPORTS:
         if transport == "docker":
             return _registry(text, rest)
-        if transport == "oci":
-            layout = _split(rest, os.path.isdir, text, "an OCI image layout directory")
-            return SourceReference("oci", *layout)
-        return SourceReference(transport, *_split(rest, os.path.isfile, text, "an archive file"))
-    if os.path.isdir(text) or not _file_prefix(text):
-        try:
-            reference = parse_image_reference(text)
-        except UsageError:
-            raise UsageError(
-                f"no OCI image layout directory found in {text!r}, nor an image archive; "
-                f"expected {ACCEPTED_FORMS}"
-            ) from None
-        return SourceReference("oci", reference.layout, reference.ref)
-    path, ref = _split(text, os.path.isfile, text, "an archive file")
-    if not sniff_archive(path):
-        raise UsageError(
-            f"{path!r} is neither an OCI image layout directory nor a tar archive; "
-            f"expected {ACCEPTED_FORMS}"
-        )
-    return SourceReference("archive", path, ref)
+        exists = os.path.isdir if transport == "oci" else os.path.isfile
+        path, ref = _split(rest, exists)
+        if path is None:
+            kind = "an OCI image layout directory" if transport == "oci" else "an archive file"
+            present, _ = _split(rest, os.path.exists)
+            if present is not None:
+                raise UsageError(f"{present}: not {kind}, which {transport}: names")
+            raise _missing(rest or text)
+        return _local(transport, path, ref, text)
+    path, ref = _split(text, os.path.exists)
+    if path is None:
+        raise _missing(text)
+    return _local("oci" if os.path.isdir(path) else "archive", path, ref, text)
 
 
-def _file_prefix(text: str) -> bool:
-    """Whether `text` or a part of it before a `:` is an existing file."""
-    if os.path.isfile(text):
-        return True
-    return any(os.path.isfile(text[:i]) for i, char in enumerate(text) if char == ":" and i)
-
-
-def _split(
-    rest: str, exists: Callable[[str], bool], text: str, kind: str
-) -> tuple[str, str | None]:
+def _split(text: str, exists: Callable[[str], bool]) -> tuple[str | None, str | None]:
     """`PATH[:REF]` where PATH exists: the whole string wins, else the longest prefix."""
-    if rest and exists(rest):
-        return rest, None
-    colons = [i for i, char in enumerate(rest) if char == ":"]
+    if text and exists(text):
+        return text, None
+    colons = [i for i, char in enumerate(text) if char == ":"]
     for index in reversed(colons):
-        prefix, suffix = rest[:index], rest[index + 1 :]
-        if prefix and exists(prefix) and _REF.fullmatch(suffix):
+        prefix, suffix = text[:index], text[index + 1 :]
+        if prefix and exists(prefix):
+            if not _REF.fullmatch(suffix):
+                raise UsageError(f"{text!r}: invalid image reference {suffix!r} after the path")
             return prefix, suffix
-    raise UsageError(f"no {kind} found in {text!r}; expected {ACCEPTED_FORMS}")
+    return None, None
 
 
-def _registry(text: str, rest: str) -> SourceReference:
+def _local(transport: str, path: str, ref: str | None, text: str) -> ImageReference:
+    """A local image: its REF read as `@N`, a digest, or a tag."""
+    if ref is None:
+        return ImageReference(transport, path)
+    if _INDEX.fullmatch(ref):
+        return ImageReference(transport, path, index=int(ref[1:]))
+    if ref.split(":", 1)[0] in ("sha256", "sha512"):
+        try:
+            return ImageReference(transport, path, digest=Digest.parse(ref))
+        except ImageError as error:
+            raise UsageError(f"{text!r}: {error}") from None
+    return ImageReference(transport, path, tag=ref)
+
+
+def _missing(path: str) -> UsageError:
+    """`PATH: no such file or directory`, with a hint where it looks like a registry name."""
+    hint = ""
+    if _looks_like_a_registry_name(path):
+        hint = f" (to pull it from a registry, write docker://{path})"
+    return UsageError(f"{path}: no such file or directory{hint}")
+
+
+def _looks_like_a_registry_name(text: str) -> bool:
+    """`busybox`, `team/app:1`: a Docker reference, not a path someone obviously meant."""
+    if text.startswith(("/", "./", "../", "~")) or text.endswith("/"):
+        return False
+    try:
+        parse_normalized(text)
+    except InvalidReference:
+        return False
+    return True
+
+
+def _registry(text: str, rest: str) -> ImageReference:
     """`docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`, normalised as Docker does (see dockerref)."""
     if not rest.startswith("//"):
         raise UsageError(f"{text!r}: expected docker://HOST[:PORT]/NAME[:TAG|@DIGEST]")
@@ -113,34 +142,5 @@ def _registry(text: str, rest: str) -> SourceReference:
     except (InvalidReference, ImageError) as error:
         raise UsageError(f"{text!r}: {error}") from None
     tag = "latest" if parsed.name_only else parsed.tag
-    reference = RegistryReference(parsed.domain, parsed.path, tag, digest)
-    return SourceReference("docker", str(reference), reference.ref, reference)
-
-
-def open_source(
-    text: str, options: SourceOptions | None = None
-) -> tuple[Source, str | None, SourceReference]:
-    """Open the source IMAGE names; return it, the REF to resolve in it, and the parse.
-
-    For a docker-archive the REF returned is the chosen image's manifest
-    digest; for a registry it is the tag (or the digest).
-    """
-    options = options or SourceOptions()
-    reference = parse_source_reference(text)
-    if reference.transport == "docker":
-        assert reference.registry is not None
-        from unpack.source.registry import RegistrySource  # loads requests only when needed
-
-        return RegistrySource(reference.registry, options), reference.ref, reference
-    if reference.transport == "oci":
-        return Layout(reference.location), reference.ref, reference
-    kind = {"oci-archive": "oci", "docker-archive": "docker"}.get(reference.transport)
-    source = open_archive(reference.location, kind)
-    if isinstance(source, DockerArchive):
-        try:
-            return source, source.select(reference.ref), reference
-        except BaseException:
-            source.close()
-            raise
-    assert isinstance(source, OciArchive)
-    return source, reference.ref, reference
+    registry = RegistryReference(parsed.domain, parsed.path, tag, digest)
+    return ImageReference("docker", str(registry), tag=tag, digest=digest, registry=registry)

@@ -15,7 +15,7 @@ from typing import Any
 
 from unpack.errors import PolicyRejected
 from unpack.image.store import Source
-from unpack.source import SourceReference
+from unpack.source import ImageReference
 from unpack.source.dockerref import DockerReference
 from unpack.trust.evaluation import PolicyImage, RequirementResult
 from unpack.trust.policy import Policy, load_policy, policy_path
@@ -50,7 +50,7 @@ class SignatureReport:
     note: str | None = None
 
 
-def policy_subject(reference: SourceReference, source: Source) -> PolicySubject:
+def policy_subject(reference: ImageReference, source: Source) -> PolicySubject:
     """The image as the policy sees it, from the IMAGE argument and the opened source."""
     if reference.registry is not None:
         registry = reference.registry
@@ -64,11 +64,11 @@ def policy_subject(reference: SourceReference, source: Source) -> PolicySubject:
 
         transport = "docker-archive" if isinstance(source, DockerArchive) else "oci-archive"
     if transport == "docker-archive":
-        return docker_archive_subject(reference.ref)
+        return docker_archive_subject(reference.tag)
     return path_subject(transport, reference.location)
 
 
-def signature_fetcher(reference: SourceReference, source: Source, subject: PolicySubject,
+def signature_fetcher(reference: ImageReference, source: Source, subject: PolicySubject,
                       manifest_digest: str,
                       options: TrustOptions) -> Callable[[], Sequence[Signature]]:
     """What fetches this image's signatures when a requirement needs them."""

@@ -19,7 +19,7 @@ from unpack.image.resolve import (
     platforms_under,
     resolve_manifest,
 )
-from unpack.source import Source, SourceOptions, SourceReference, open_source
+from unpack.source import ImageReference, Source, SourceOptions, open_source
 from unpack.trust.decide import (
     SignatureReport,
     TrustOptions,
@@ -76,7 +76,7 @@ class InspectReport:
 def _signatures(
     policy: Policy | None,
     trust: TrustOptions,
-    reference: SourceReference,
+    reference: ImageReference,
     source: Source,
     resolved: ResolvedManifest,
 ) -> SignatureReport:

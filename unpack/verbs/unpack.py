@@ -25,7 +25,7 @@ from unpack.layer.decompress import decompressed
 from unpack.layer.tarstream import TarReader
 from unpack.prefetch import prefetched
 from unpack.progress import Progress
-from unpack.source import SourceOptions, SourceReference, open_source
+from unpack.source import ImageReference, SourceOptions, open_source
 from unpack.trust.decide import (
     SignatureReport,
     TrustOptions,
@@ -148,7 +148,7 @@ def _unpack(
 def _check_signatures(
     policy: Policy | None,
     options: TrustOptions,
-    reference: SourceReference,
+    reference: ImageReference,
     source: Source,
     resolved: ResolvedManifest,
     warn: Callable[[str], None],

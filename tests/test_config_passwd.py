@@ -1,7 +1,9 @@
 """Tests for unpack.config.passwd: lenient /etc/passwd and /etc/group parsing."""
 
 from unpack.config.passwd import (
-    MAX_ID,
+    MAX_RUNTIME_ID as MAX_ID,
+)
+from unpack.config.passwd import (
     GroupEntry,
     PasswdEntry,
     find_group,

@@ -8,7 +8,8 @@ import pytest
 from conftest import run_cli
 
 from unpack.errors import LayerError, UsageError
-from unpack.idmap import MAX_ID, IdMap, IdRange
+from unpack.idmap import MAX_FILE_ID as MAX_ID
+from unpack.idmap import IdMap, IdRange
 
 
 @pytest.mark.parametrize(

@@ -596,7 +596,8 @@ def test_uid_map_not_covering_an_owner_fails(work: Path, tmp_path: Path) -> None
     result = run_cli("--uid-map", "0:100000:65536", "--gid-map", "0:100000:65536",
                      work / "images" / "special", tmp_path / "bundle")  # fmt: skip
     assert result.returncode == 3, result.stderr
-    assert result.stderr.strip() == "oci-unpack: error: uid 4000000 is not covered by --uid-map"
+    assert result.stderr.startswith("oci-unpack: error: layer 1/2 sha256:")  # the layer, named
+    assert result.stderr.strip().endswith(": uid 4000000 is not covered by --uid-map")
     assert list(tmp_path.iterdir()) == []
 
 

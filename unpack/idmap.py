@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from unpack.errors import LayerError, UsageError
 
-MAX_ID = 2**32 - 2
+#: The largest ID a file can have: uid_t/gid_t are 32 bits, and (uid_t)-1 means
+#: "leave unchanged" to chown.
+MAX_FILE_ID = 2**32 - 2
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class IdRange:
         if len(fields) != 3 or not all(f.isascii() and f.isdecimal() for f in fields):
             raise UsageError(f"{option} {text!r}: expected CONTAINER:HOST:SIZE (numbers)")
         container, host, size = map(int, fields)
-        if size < 1 or container + size - 1 > MAX_ID or host + size - 1 > MAX_ID:
+        if size < 1 or container + size - 1 > MAX_FILE_ID or host + size - 1 > MAX_FILE_ID:
             raise UsageError(f"{option} {text!r}: size must be >= 1 and the IDs must fit uid_t")
         return cls(container, host, size)
 

@@ -8,7 +8,7 @@ id 0, so a damaged line can never resolve to root.
 
 from dataclasses import dataclass
 
-MAX_ID = 2**31 - 1
+MAX_RUNTIME_ID = 2**31 - 1
 """The largest uid or gid accepted (libcontainer's limit, for 32-bit compatibility)."""
 
 
@@ -36,7 +36,7 @@ def parse_id(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         return None
     value = int(text)
-    return value if value <= MAX_ID else None
+    return value if value <= MAX_RUNTIME_ID else None
 
 
 def _records(data: bytes, min_fields: int) -> list[list[str]]:

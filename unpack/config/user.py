@@ -4,7 +4,7 @@ The rules are libcontainer's ``GetExecUser`` (what runc and docker do), made str
 about syntax:
 
 * ``User`` is ``user`` or ``user:group``; each part is a name or a decimal id.
-  More than one ``:``, an empty part, or an id above :data:`~.passwd.MAX_ID` is an error.
+  More than one ``:``, an empty part, or an id above :data:`~.passwd.MAX_RUNTIME_ID` is an error.
 * A name must exist (user in /etc/passwd, group in /etc/group), else it is an error.
   A numeric uid absent from /etc/passwd is used as is with gid 0; a numeric gid
   absent from /etc/group is used as is.
@@ -20,7 +20,7 @@ about syntax:
 from dataclasses import dataclass
 
 from unpack.config.passwd import (
-    MAX_ID,
+    MAX_RUNTIME_ID,
     find_group,
     find_user,
     parse_group,
@@ -47,7 +47,9 @@ def _id_or_name(spec: str, part: str, kind: str) -> int | str:
         return part
     value = parse_id(part)
     if value is None:
-        raise ConfigError(f'image config User "{spec}": {kind} {part} is out of range 0-{MAX_ID}')
+        raise ConfigError(
+            f'image config User "{spec}": {kind} {part} is out of range 0-{MAX_RUNTIME_ID}'
+        )
     return value
 
 

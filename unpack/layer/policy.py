@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from unpack.errors import LayerError
+from unpack.idmap import MAX_FILE_ID
 from unpack.layer.tarheader import EntryKind, TarEntry
 
 WHITEOUT_PREFIX = ".wh."
@@ -23,7 +24,6 @@ OPAQUE_MARKER = ".wh..wh..opq"
 AUFS_META_PREFIX = ".wh..wh."
 PATH_MAX = 4096
 NAME_MAX = 255
-MAX_ID = 2**32 - 2  # uid_t is 32 bits and (uid_t)-1 means "leave unchanged"
 
 
 class Action(enum.Enum):
@@ -85,7 +85,7 @@ def lane_directory(prefix: str) -> tuple[str, ...] | None:
 def admit(entry: TarEntry) -> Member:
     """Decide what may be done with `entry`; raise LayerError to refuse it."""
     parts = _checked_path(entry.name, "name", entry.name)
-    if not (0 <= entry.uid <= MAX_ID and 0 <= entry.gid <= MAX_ID):
+    if not (0 <= entry.uid <= MAX_FILE_ID and 0 <= entry.gid <= MAX_FILE_ID):
         raise LayerError(f"entry {entry.name!r}: owner {entry.uid}:{entry.gid} out of range")
     for key in entry.xattrs:
         if not key or "\0" in key or "." not in key:

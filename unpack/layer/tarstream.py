@@ -165,6 +165,12 @@ class TarReader:
         for _ in self._it:  # the caller hashes the whole stream: read past the trailer
             pass
 
+    def close(self) -> None:
+        """Stop reading: close the chunk iterator (and the threads that may feed it)."""
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
     def take_plain(self, run: PlainRun[R]) -> R | None:
         """Between entries, let `run` take whole plain entries (header, data and padding)
         from the buffered input, and count them as read; returns what `run` returned.

@@ -36,7 +36,9 @@ from unpack.image.documents import (
     Index,
     parse_json_object,
 )
+from unpack.source.base import SourceBase
 from unpack.source.dockerref import InvalidReference, parse_normalized
+from unpack.source.layout import check_layout_file
 from unpack.source.tarindex import Member, TarIndex
 from unpack.verify import Digest, verified, verify_bytes
 
@@ -49,29 +51,16 @@ _LAYER_TYPES = {
 _HEX_FILE = re.compile(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json|\.tar)?")
 
 
-class OciArchive:
+class OciArchive(SourceBase):
     """An OCI image layout inside a tar archive (plain, gzip or zstd)."""
 
     def __init__(self, path: str, tar: TarIndex | None = None) -> None:
         self.path = path
         self._tar = tar or TarIndex(path)
-        try:
-            layout = parse_json_object(
-                self._tar.read(self._tar.member("oci-layout", "file"), 1 << 16, "file"),
-                f"{path}: oci-layout",
-            )
-            version = layout.get("imageLayoutVersion")
-            if not isinstance(version, str) or not version.startswith("1."):
-                raise ImageError(f"{path}: oci-layout: unsupported imageLayoutVersion {version!r}")
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> OciArchive:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._checked(lambda: check_layout_file(
+            self._tar.read(self._tar.member("oci-layout", "file"), 1 << 16, "file"),
+            f"{path}: oci-layout",
+        ))
 
     def close(self) -> None:
         self._tar.close()
@@ -116,7 +105,7 @@ class DockerImage:
     manifest: Descriptor
 
 
-class DockerArchive:
+class DockerArchive(SourceBase):
     """A `docker save` / `skopeo copy docker-archive:` tarball, seen as an OCI image store."""
 
     def __init__(self, path: str, tar: TarIndex | None = None) -> None:
@@ -124,17 +113,7 @@ class DockerArchive:
         self._tar = tar or TarIndex(path)
         self._documents: dict[Digest, bytes] = {}
         self._blobs: dict[Digest, Member] = {}
-        try:
-            self.images = self._load()
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> DockerArchive:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self.images = self._checked(self._load)
 
     def close(self) -> None:
         self._tar.close()

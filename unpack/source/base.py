@@ -1,11 +1,39 @@
-"""Options and limits shared by the image sources.
+"""What the image sources share: their options, and their open/check/close lifecycle.
 
 The interface every source implements is `unpack.image.store.Source`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+S = TypeVar("S", bound="SourceBase")
+
+
+class SourceBase:
+    """A source is opened and checked by its constructor, closed once, usable in `with`."""
+
+    path: str  # where the images are, for messages
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _checked(self, check: Callable[[], T]) -> T:
+        """Run a constructor's check; if it fails, close what was opened and re-raise."""
+        try:
+            return check()
+        except BaseException:
+            self.close()
+            raise
 
 
 @dataclass(frozen=True)

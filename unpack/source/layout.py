@@ -14,13 +14,21 @@ from collections.abc import Callable, Iterator
 from unpack.errors import ImageError
 from unpack.image.descriptor import Descriptor
 from unpack.image.documents import MAX_DOCUMENT_SIZE, MAX_INDEX_SIZE, Index, parse_json_object
+from unpack.source.base import SourceBase
 from unpack.verify import verified, verify_bytes
 
 READ_SIZE = 1 << 20
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class Layout:
+def check_layout_file(data: bytes, where: str) -> None:
+    """The `oci-layout` file: a JSON object with an `imageLayoutVersion` 1.x."""
+    version = parse_json_object(data, where).get("imageLayoutVersion")
+    if not isinstance(version, str) or not version.startswith("1."):
+        raise ImageError(f"{where}: unsupported imageLayoutVersion {version!r}")
+
+
+class Layout(SourceBase):
     """A layout directory opened for reading; use as a context manager."""
 
     def __init__(self, path: str) -> None:
@@ -29,29 +37,13 @@ class Layout:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
             raise ImageError(f"{path}: cannot open image layout ({error.strerror})") from None
-        try:
-            self._check_layout_file()
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> Layout:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._checked(lambda: check_layout_file(self._read_file("oci-layout", 1 << 16),
+                                                os.path.join(path, "oci-layout")))
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    def _check_layout_file(self) -> None:
-        where = os.path.join(self.path, "oci-layout")
-        layout = parse_json_object(self._read_file("oci-layout", 1 << 16), where)
-        version = layout.get("imageLayoutVersion")
-        if not isinstance(version, str) or not version.startswith("1."):
-            raise ImageError(f"{where}: unsupported imageLayoutVersion {version!r}")
 
     def index(self) -> Index:
         """The top-level `index.json`."""

@@ -22,14 +22,14 @@ from unpack.errors import ImageError
 from unpack.image import mediatypes
 from unpack.image.descriptor import Descriptor
 from unpack.image.documents import MAX_DOCUMENT_SIZE, REF_NAME, Index, parse_json_object
-from unpack.source.base import SourceOptions
+from unpack.source.base import SourceBase, SourceOptions
 from unpack.source.cache import BlobCache
 from unpack.source.registry_client import DOCUMENT_TYPES, MANIFEST_ACCEPT, RegistryClient
 from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest, verified, verify_bytes
 
 
-class RegistrySource:
+class RegistrySource(SourceBase):
     """An image in a registry repository, as the resolver reads a layout."""
 
     def __init__(self, reference: RegistryReference, options: SourceOptions) -> None:
@@ -40,12 +40,6 @@ class RegistrySource:
         self.cache = BlobCache(options.cache) if options.cache else None
         self._documents: dict[Digest, bytes] = {}
         self._top: Descriptor | None = None
-
-    def __enter__(self) -> RegistrySource:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self.client.close()

@@ -7,7 +7,7 @@ import json
 import os
 import pwd
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 
 from unpack.config import HostIds, RuntimeOptions, parse_subid, runtime_config
@@ -16,14 +16,11 @@ from unpack.fs.bundle import BundleDir
 from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
 from unpack.idmap import IdMap
-from unpack.image.compression import Compression
 from unpack.image.platform import Platform
 from unpack.image.resolve import Image, Layer, ResolvedManifest, load_image, resolve_manifest
 from unpack.image.store import Source
 from unpack.layer.applier import Applier
-from unpack.layer.decompress import decompressed
-from unpack.layer.tarstream import TarReader
-from unpack.prefetch import prefetched
+from unpack.layer.stream import LayerStream
 from unpack.progress import Progress
 from unpack.source import ImageReference, SourceOptions, open_source
 from unpack.trust.decide import (
@@ -36,7 +33,6 @@ from unpack.trust.decide import (
 )
 from unpack.trust.evaluation import PolicyImage
 from unpack.trust.policy import SYSTEM_POLICY, USER_POLICY, Policy
-from unpack.verify import verified
 
 
 @dataclass(frozen=True)
@@ -110,11 +106,11 @@ def _unpack(
     started: float,
 ) -> UnpackReport:
     policy = load_applicable_policy(options.trust)
-    layout, ref, reference = open_source(image_text, options.source)
-    with layout:
-        resolved = resolve_manifest(layout, ref, options.platform)
-        signature = _check_signatures(policy, options.trust, reference, layout, resolved, warn)
-        image = load_image(layout, resolved, options.platform)
+    source, ref, reference = open_source(image_text, options.source)
+    with source:
+        resolved = resolve_manifest(source, ref, options.platform)
+        signature = _check_signatures(policy, options.trust, reference, source, resolved, warn)
+        image = load_image(source, resolved, options.platform)
         report = UnpackReport(
             image=reference.location,
             ref=reference.ref,
@@ -133,8 +129,8 @@ def _unpack(
             with _open_rootfs(rootfs_path, options, rootless, warn) as rootfs:
                 applier = Applier(rootfs, warn=warn)
                 for number, layer in enumerate(image.layers, 1):
-                    label = f"layer {number}/{len(image.layers)} {layer.descriptor.digest.short()}"
-                    report.layers.append(_apply_layer(layout, layer, applier, progress, label))
+                    where = f"layer {number}/{len(image.layers)}"
+                    report.layers.append(_apply_layer(source, layer, applier, progress, where))
                 applier.finish()
                 if options.write_config:
                     runtime = _runtime_options(options, rootless)
@@ -203,52 +199,21 @@ def _subid(path: str, uid: int) -> tuple[int, int] | None:
 
 
 def _apply_layer(
-    layout: Source, layer: Layer, applier: Applier, progress: Progress, label: str
+    source: Source, layer: Layer, applier: Applier, progress: Progress, where: str
 ) -> LayerReport:
     descriptor = layer.descriptor
     report = LayerReport(
         str(descriptor.digest), descriptor.media_type, descriptor.size, str(layer.diff_id)
     )
     started = time.monotonic()
-    progress.start(label, descriptor.size)
-    report.entries = applier.apply_layer(
-        TarReader(prefetched(_layer_stream(layout, layer, report, progress)))
-    )
+    progress.start(f"{where} {descriptor.digest.short()}", descriptor.size)
+    stream = LayerStream(source, layer, f"{where} {descriptor.digest}", progress.advance)
+    with stream as entries:
+        report.entries = applier.apply_layer(entries)
+    report.uncompressed_size = stream.uncompressed_size
     progress.finish()
     report.seconds = round(time.monotonic() - started, 3)
     return report
-
-
-def _layer_stream(
-    layout: Source, layer: Layer, report: LayerReport, progress: Progress
-) -> Iterator[bytes | memoryview]:
-    """Blob → size and digest check → decompression → diff_id check, as one chunk stream.
-
-    For a compressed layer, reading and hashing the blob, decompressing, and
-    hashing the result each run in a thread of their own (the caller prefetches
-    the last stage), so the three overlap. For an uncompressed layer whose
-    digest is its diff_id, the blob check already hashes exactly those bytes,
-    so they are hashed once.
-    """
-    descriptor = layer.descriptor
-    what = f"layer {descriptor.digest}"
-    blob = layout.blob_chunks(descriptor, progress.advance)
-    if layer.compression is not Compression.NONE:
-        blob = prefetched(blob)
-    plain = _counting(decompressed(blob, layer.compression, what), report)
-    if layer.compression is Compression.NONE and layer.diff_id == descriptor.digest:
-        return plain
-    if layer.compression is not Compression.NONE:
-        plain = prefetched(plain)
-    return verified(plain, layer.diff_id, None, f"{what}: uncompressed content (diff_id)")
-
-
-def _counting(
-    chunks: Iterator[bytes | memoryview], report: LayerReport
-) -> Iterator[bytes | memoryview]:
-    for chunk in chunks:
-        report.uncompressed_size += len(chunk)
-        yield chunk
 
 
 def _write_config(

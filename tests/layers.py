@@ -33,7 +33,7 @@ from unpack.verbs.unpack import UnpackOptions, unpack
 RESOLVERS = ("openat2", "walk")
 # How the applier tests run each rule: with either resolver (and the C fast lane, where it
 # was built), and once more through the pure-Python path alone.
-APPLIER_MODES = (*RESOLVERS, "openat2-python")
+APPLIER_MODES = (*RESOLVERS, "openat2-python", "walk-python")
 CONFIG: dict[str, Any] = {"created": "2023-11-14T22:13:20Z", "config": {"Cmd": ["/bin/true"]}}
 
 
@@ -99,15 +99,15 @@ def counting_resolvers(monkeypatch: pytest.MonkeyPatch, unpacker: Unpacker) -> I
 
     monkeypatch.setattr(openat2, "openat2", spy_openat2)
     monkeypatch.setattr(rootfs_module.Rootfs, "_walk", spy_walk)
-    if fastlane.create_files is not None:
-        real_create_files = fastlane.create_files
+    if fastlane.create_run is not None:
+        real_create_run = fastlane.create_run
 
-        def spy_create_files(*args: Any) -> tuple[Any, ...]:
-            made = real_create_files(*args)
+        def spy_create_run(*args: Any) -> tuple[Any, ...]:
+            made = real_create_run(*args)
             unpacker.lane_files += len(made[1])
             return made
 
-        monkeypatch.setattr(fastlane, "create_files", spy_create_files)
+        monkeypatch.setattr(fastlane, "create_run", spy_create_run)
     yield
 
 

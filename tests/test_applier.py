@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_fast_lane_is_used_unless_turned_off(
     root = unpacker([[dirent("d"), *files]])
     assert sorted(os.listdir(root / "d")) == sorted(f"f{i}" for i in range(20))
     if shutil.which("cc"):
-        assert fastlane.create_files is not None, "a C compiler is here, but no fast lane"
+        assert fastlane.create_run is not None, "a C compiler is here, but no fast lane"
     lane_on = fastlane.AVAILABLE and os.geteuid() == 0
     assert unpacker.lane_files == (20 if lane_on else 0)
     if request.node.callspec.params["unpacker"].endswith("-python"):
@@ -388,3 +389,81 @@ def test_entry_that_replaces_its_own_parent_path(unpacker: Unpacker) -> None:
     t = tree(root)
     assert (t["d"].type, t["d"].target) == ("symlink", "d")
     assert sorted(t) == [".", "a", "d"]
+
+
+# -- what the destination gives new names: a default ACL, an inherited group ------------------
+
+ACL_DEFAULT = "system.posix_acl_default"
+_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_OTHER = 0x01, 0x04, 0x20
+
+
+def _default_acl(user: int, group: int, other: int) -> bytes:
+    """A `system.posix_acl_default` value (version 2): user::, group::, other:: only."""
+    entries = [(_ACL_USER_OBJ, user), (_ACL_GROUP_OBJ, group), (_ACL_OTHER, other)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                           for tag, perm in entries)
+
+
+DESTINATION_LAYER = [
+    dirent("d", mode=0o755), reg("d/a", b"a", mode=0o644), reg("d/b", b"b", mode=0o600),
+    dirent("d/e", mode=0o750), reg("d/e/f", b"f", mode=0o664), dirent("d/e/g", mode=0o777),
+    reg("d/e/g/h", b"h", mode=0o755), symlink("d/l", "a"), reg("top", b"t", mode=0o644),
+]
+DESTINATION_EXPECTED = {"d": 0o755, "d/a": 0o644, "d/b": 0o600, "d/e": 0o750, "d/e/f": 0o664,
+                        "d/e/g": 0o777, "d/e/g/h": 0o755, "top": 0o644}
+
+
+def test_modes_are_the_images_under_a_default_acl(unpacker: Unpacker) -> None:
+    """A default ACL on the destination masks new names' modes (as a umask would, but
+    per directory): every name still gets the image's mode, in every applier mode."""
+    import xattr
+
+    try:
+        xattr.set(str(unpacker.workdir), ACL_DEFAULT, _default_acl(7, 5, 0))
+    except OSError as error:
+        pytest.skip(f"no POSIX ACLs here: {error.strerror}")
+    root = unpacker([DESTINATION_LAYER])
+    for path, mode in DESTINATION_EXPECTED.items():
+        assert stat.S_IMODE(os.lstat(root / path).st_mode) == mode, path
+
+
+@needs_root
+def test_owners_are_the_images_under_a_setgid_destination(unpacker: Unpacker) -> None:
+    """A setgid destination makes new names inherit its group (and directories its setgid
+    bit), as a grpid mount does: every name still gets the image's owner and mode."""
+    os.chown(unpacker.workdir, 0, 4321)
+    os.chmod(unpacker.workdir, 0o2775)
+    root = unpacker([DESTINATION_LAYER])
+    for path, mode in DESTINATION_EXPECTED.items():
+        info = os.lstat(root / path)
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, 0, 0), path
+    assert os.lstat(root / "d/l").st_gid == 0
+
+
+@pytest.fixture
+def grpid_mount(tmp_path: Path) -> Iterator[Path]:
+    """An ext4 file system mounted with `grpid`: new names take their directory's group."""
+    image, mount = tmp_path / "grpid.img", tmp_path / "grpid"
+    mount.mkdir()
+    with open(image, "wb") as file:
+        file.truncate(64 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+    if made.returncode or subprocess.run(["mount", "-o", "loop,grpid", str(image), str(mount)],
+                                         capture_output=True).returncode:
+        pytest.skip("cannot make and mount an ext4 file system with grpid here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@needs_root
+def test_owners_are_the_images_on_a_grpid_mount(unpacker: Unpacker, grpid_mount: Path) -> None:
+    """On a grpid mount a new name takes its directory's group with no setgid bit in sight:
+    the owner is judged from what the kernel gave, not from who we are."""
+    os.chown(grpid_mount, 0, 4321)
+    unpacker.workdir = grpid_mount
+    root = unpacker([DESTINATION_LAYER])
+    for path, mode in DESTINATION_EXPECTED.items():
+        info = os.lstat(root / path)
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, 0, 0), path

@@ -1,9 +1,10 @@
 """The C fast lane: what it takes, where it stops, and that it changes nothing.
 
-`create_files` is tested directly (each kind of entry it must leave to the Python path
+`create_run` is tested directly (each kind of entry it must leave to the Python path
 stops it, with nothing created), and end to end: random layer lists unpacked with the
 lane and without it must give the same tree and the same error (a differential test;
 the Python path is the reference, and it is itself checked against umoci elsewhere).
+How it reads headers is checked against the Python reader in test_fastlane_rules.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from unpack.layer.tarheader import EntryKind, TarEntry
 from unpack.progress import Progress
 from unpack.verbs.unpack import UnpackOptions, unpack
 
-pytestmark = pytest.mark.skipif(not fastlane.AVAILABLE, reason="the C fast lane is not built")
+# The lane runs for root only (owners as the image says them): so do its tests.
+pytestmark = [pytest.mark.skipif(not fastlane.AVAILABLE, reason="the C fast lane is not built"),
+              needs_root]
 
 OWNER = (os.geteuid(), os.getegid())
 LONG_DIR = "d/" + "x" * 120  # past the 100-byte name field: the name goes in a PAX record
@@ -48,29 +51,28 @@ LONG_DIR = "d/" + "x" * 120  # past the 100-byte name field: the name goes in a 
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A directory fd (and its path) for `create_files`, under umask 0 as the unpacker runs."""
-    old = os.umask(0)
+    """A directory fd (and its path) for `create_run` (under the caller's umask: the lane
+    settles modes from what it was given)."""
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         yield fd, tmp_path
     finally:
         os.close(fd)
-        os.umask(old)
 
 
 def run(data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0) -> tuple[int, list[str]]:
-    """`create_files` from `pos` with directory `prefix` at `fd`: (end, names)."""
+    """`create_run` from `pos` with directory `prefix` at `fd`: (end, names)."""
     end, names, _, _ = run_to(data, fd, prefix, pos)
     return end, names
 
 
 def run_to(
-    data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0, setgid: bool = False
+    data: bytes, fd: int, prefix: bytes = b"d/", pos: int = 0
 ) -> tuple[int, list[str], list[tuple[str, int, int]], bytes | None]:
-    """`create_files` from `pos`: (end, names, directories made, the other directory it
+    """`create_run` from `pos`: (end, names, directories made, the other directory it
     stopped at)."""
-    assert fastlane.create_files is not None
-    return fastlane.create_files(memoryview(data), pos, fd, prefix, *OWNER, setgid)
+    assert fastlane.create_run is not None
+    return fastlane.create_run(memoryview(data), pos, fd, prefix)
 
 
 def test_takes_plain_files_with_their_metadata(target: tuple[int, Path]) -> None:
@@ -266,7 +268,7 @@ def test_differential_sees_a_difference() -> None:
     layers = [[dirent("d"), reg("d/a", b"1"), reg("d/b", b"2", mode=0o600)]]
     outcome, snapshot = unpack_outcome(layers, True)
     assert outcome == "ok"
-    real = fastlane.create_files
+    real = fastlane.create_run
 
     def wrong_mode(buffer: memoryview, pos: int, fd: int, *args: Any) -> tuple[Any, ...]:
         made = real(buffer, pos, fd, *args)
@@ -274,11 +276,11 @@ def test_differential_sees_a_difference() -> None:
             os.chmod(name, 0o666, dir_fd=fd)
         return made
 
-    fastlane.create_files = wrong_mode
+    fastlane.create_run = wrong_mode
     try:
         assert unpack_outcome(layers, True) != (outcome, snapshot)
     finally:
-        fastlane.create_files = real
+        fastlane.create_run = real
 
 
 def test_reports_a_plain_file_in_another_directory(target: tuple[int, Path]) -> None:
@@ -317,14 +319,25 @@ def test_a_directory_has_no_data_whatever_its_size_field(target: tuple[int, Path
     assert run(data, fd) == (1536, ["sub", "f"])
 
 
-def test_no_directory_in_a_setgid_parent_or_over_a_name(target: tuple[int, Path]) -> None:
-    """A new directory in a setgid parent inherits its group and setgid bit (the Python
-    path sets them right); an existing name needs the replacement rules."""
+@needs_root
+def test_settles_what_a_setgid_parent_gives(target: tuple[int, Path]) -> None:
+    """A new directory in a setgid parent inherits its group and setgid bit, a new file its
+    group: the lane sets the entry's owner and mode from what fstat says."""
     fd, path = target
-    data = build_tar([dirent("d/sub")])
-    assert run_to(data, fd, setgid=True) == (0, [], [], None)
+    os.chown(path, 0, 4321)
+    os.chmod(path, 0o2775)
+    data = build_tar([dirent("d/sub", mode=0o755), reg("d/f", b"1", mode=0o644)])
+    assert run(data, fd)[1] == ["sub", "f"]
+    for name, mode in (("sub", 0o755), ("f", 0o644)):
+        info = os.stat(path / name)
+        assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (mode, 0, 0), name
+
+
+def test_stops_over_an_existing_name(target: tuple[int, Path]) -> None:
+    """An existing name needs the replacement rules: the Python path's."""
+    fd, path = target
     (path / "sub").write_bytes(b"file")
-    assert run_to(data, fd) == (0, [], [], None)
+    assert run_to(build_tar([dirent("d/sub")]), fd) == (0, [], [], None)
     assert (path / "sub").read_bytes() == b"file"
 
 

@@ -94,17 +94,9 @@ class Rootfs:
             info = self._dir_stats[fd] = os.fstat(fd)
         return info
 
-    def is_setgid_dir(self, fd: int) -> bool:
-        """Whether a directory from `dir_fd` has S_ISGID (its new children inherit its group)."""
-        return bool(self._dir_stat(fd).st_mode & stat.S_ISGID)
-
     def dir_inode(self, fd: int) -> int:
         """The inode of a directory fd from `dir_fd` (or the root fd)."""
         return self._dir_stat(fd).st_ino
-
-    def dir_modes_changed(self) -> None:
-        """Forget cached directory modes after a directory's mode was set."""
-        self._dir_stats.clear()
 
     def dir_fd(self, parts: Parts, *, create: bool) -> int | None:
         """The fd of directory `parts` resolved inside the root (cached; do not close).
@@ -202,6 +194,7 @@ class Rootfs:
                 if info is not None:
                     self.remove(here, name, info)
                 self.mkdir(here, name, 0o755)
+                self.chmod(here, name, 0o755)  # a directory with no entry: 0755, any umask
                 if self._mapped_root != self._owner:
                     os.chown(name, *self._mapped_root, dir_fd=here, follow_symlinks=False)
                 pending.append(name)
@@ -286,27 +279,16 @@ class Rootfs:
     def mknod(self, dir_fd: int, name: str, mode: int, device: int) -> None:
         os.mknod(name, mode, device, dir_fd=dir_fd)
 
-    def owner_needs_setting(self, uid: int, gid: int, parent: int) -> bool:
-        """Whether a name just created in `parent` needs an owner change to get uid:gid.
+    def owners_as_is(self) -> bool:
+        """Whether owners are set as the image says them (no ID maps, not recorded)."""
+        return self.applies_owners and not self.uid_map.ranges and not self.gid_map.ranges
 
-        New names belong to us, or to the parent's group when it is setgid.
+    def owner_differs(self, info: os.stat_result, uid: int, gid: int, *, new: bool = False) -> bool:
+        """Whether a name with stat `info` needs a chown to have container owner uid:gid.
+
+        Judged from what the kernel gave it (a setgid or grpid parent's group, say), never
+        from who we are. `new`: the name was just made by us.
         """
-        if (self.uid_map.to_host(uid), self.gid_map.to_host(gid)) != self._owner:
-            return True
-        return self.is_setgid_dir(parent)
-
-    def plain_owner(self) -> tuple[int, int] | None:
-        """Who owns a new name, when owners are set as they are (no ID maps); else None.
-
-        The C fast lane (`unpack.layer.fastlane`) creates files here only when this is
-        not None: it chowns every file not owned by exactly this uid:gid.
-        """
-        if not self.applies_owners or self.uid_map.ranges or self.gid_map.ranges:
-            return None
-        return self._owner
-
-    def owner_differs(self, info: os.stat_result, uid: int, gid: int) -> bool:
-        """Whether an existing name's owner is not (the host IDs of) uid:gid."""
         wanted = (self.uid_map.to_host(uid), self.gid_map.to_host(gid))
         return (info.st_uid, info.st_gid) != wanted
 

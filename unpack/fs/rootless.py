@@ -58,11 +58,9 @@ class RootlessRootfs(Rootfs):
 
     # -- ownership: recorded in an xattr ------------------------------------
 
-    def owner_needs_setting(self, uid: int, gid: int, parent: int) -> bool:
-        return (uid, gid) != (0, 0)
-
-    def owner_differs(self, info: os.stat_result, uid: int, gid: int) -> bool:
-        return True
+    def owner_differs(self, info: os.stat_result, uid: int, gid: int, *, new: bool = False) -> bool:
+        """A new name needs a record unless it is 0:0; an existing one may hold a stale one."""
+        return (uid, gid) != (0, 0) if new else True
 
     def fchown(self, fd: int, uid: int, gid: int) -> None:
         _record_owner(fd, uid, gid, nofollow=False)

@@ -1,59 +1,84 @@
-/* The fast lane: runs of plain files and directories created in C, many per call.
+/* The fast lane: runs of plain files and directories made in C, many per call.
  *
- * create_files(buffer, pos, dir_fd, prefix, owner_uid, owner_gid, chown_all)
- *     -> (end, names, dirs, other_dir)
+ * The rules are Python's (unpack.layer.policy and unpack.layer.tarstream); this
+ * file only repeats their simplest outcome, and gets its numbers from them:
  *
- * Starting at `pos` in `buffer` (decompressed layer tar), take entries one by
- * one while each is the simplest kind of tar member: a ustar/v7 regular file
- * ('0' or NUL) or directory ('5') with plain octal fields and a valid
- * checksum, permission bits only (no setuid/setgid/sticky), whose name is
- * `prefix` (a directory, with its '/') followed by one ASCII component that
- * is not ".", "..", or a whiteout (".wh." prefix) — a directory's with one
- * trailing '/' allowed — and whose headers and data lie wholly in `buffer`.
- * The name is the header's name field (the ustar prefix field must be empty)
- * or the value of a PAX header ('x') before it that holds a single "path"
- * record: how Go's archive/tar and Python's tarfile write names past 100 bytes.
+ *   configure(name_max, path_max, whiteout_prefix)
+ *       the policy's NAME_MAX, PATH_MAX and whiteout prefix (fastlane.py calls it
+ *       once, from unpack.layer.policy; nothing works before).
  *
- * Each is made in directory `dir_fd` as the Python applier would, under the
- * caller's umask 0: a file with openat(O_CREAT|O_EXCL|O_NOFOLLOW) and its mode,
- * its data written, fchown to its uid:gid unless that is (owner_uid,
- * owner_gid) and not `chown_all` (a setgid parent), and futimens to its mtime;
- * a directory with mkdirat and its mode, and the same owner rule (none is
- * made in a setgid parent, whose group it would inherit). Directory times are
- * left to the caller, which sets them after the last layer.
+ *   parse_plain(buffer, pos) -> None | (name, is_dir, mode, uid, gid, size, mtime, end)
+ *       whether the entry at `pos` is a *plain* one, and what it says. Pure: used
+ *       by create_run, and by the tests that check it against the Python reader
+ *       and policy on generated headers (tests/test_fastlane_rules.py).
  *
- * The lane stops, without consuming it, at the first entry that is anything
- * else, or whose create fails (an existing name, for instance): the Python
- * reader and applier then handle that entry with the full rules.  If a step
- * after the create fails, what was made is removed first, so the Python path
- * meets the same state and reports the error itself.
+ *   create_run(buffer, pos, dir_fd, prefix) -> (end, names, dirs, other_dir)
+ *       make the plain entries from `pos` on that lie in directory `prefix` (the
+ *       name of `dir_fd` in the tar, with its '/').
  *
- * Returns the offset after the last entry taken; the names made, in order;
- * (name, inode, mtime) of the directories among them; and — when the lane
- * stopped at an entry that is all of the above but in another directory —
- * that directory as named (with its '/'), so the caller may check it and go
- * on there; else None.
+ * A plain entry is a ustar/v7 regular file ('0' or NUL) or directory ('5') with
+ * plain octal fields and a valid checksum, permission bits only (no setuid,
+ * setgid or sticky bit), whose name is a directory followed by one ASCII
+ * component that is not ".", "..", or a whiteout — a directory's with one
+ * trailing '/' allowed — and whose header and data lie wholly in `buffer`. The
+ * name is the header's name field (the ustar prefix field must be empty) or the
+ * value of a PAX header ('x') before it that holds one "path" record: how Go's
+ * archive/tar and Python's tarfile write names past 100 bytes.
+ *
+ * Each is made in `dir_fd` as the Python applier makes it: a file with
+ * openat(O_CREAT|O_EXCL|O_NOFOLLOW) and its data; a directory with mkdirat,
+ * then opened (O_NOFOLLOW). Owner and mode are then settled from what fstat
+ * says the kernel gave (a setgid or grpid parent's group, a default ACL's mask,
+ * the umask), with fchown and fchmod where they differ; a file gets its mtime
+ * (directory times are the caller's, after the last layer).
+ *
+ * The lane stops, without consuming it, at the first entry that is not plain,
+ * or whose create fails (an existing name, for instance): the Python reader and
+ * applier then handle it with the full rules. If a step after the create fails,
+ * what was made is removed first, so the Python path meets the same state and
+ * reports the error itself.
+ *
+ * create_run returns the offset after the last entry taken; the names made, in
+ * order; (name, inode, mtime) of the directories among them; and, when it
+ * stopped at a plain entry of another directory, that directory as named (with
+ * its '/'), so the caller may go on there; else None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define BLOCK 512
 #define NAME_FIELD 100
-#define WHITEOUT ".wh."
-#define NAME_MAX_BYTES 255
-#define PAX_PATH_MAX 4096
+#define MAX_WHITEOUT 16
+
+/* The policy's numbers, set by configure(). */
+static struct {
+    int ready;
+    Py_ssize_t name_max, path_max, whiteout_len;
+    char whiteout[MAX_WHITEOUT];
+} rules;
+
+/* What a plain entry says (the name points into the buffer). */
+typedef struct {
+    const unsigned char *name;
+    Py_ssize_t name_len, base_off, data_off, end;
+    int is_dir;
+    unsigned long long mode, uid, gid, size, mtime;
+} plain_entry;
 
 typedef struct {
     Py_ssize_t name_off, name_len;
     int is_dir;
     unsigned long long inode, mtime;
-} taken_name;
+} made_name;
+
+/* -- reading ------------------------------------------------------------------------------ */
 
 /* An octal field padded with spaces or NULs on either side; 0 if it is anything else. */
 static int parse_octal(const unsigned char *field, int width, unsigned long long *value)
@@ -75,6 +100,7 @@ static int parse_octal(const unsigned char *field, int width, unsigned long long
     return 1;
 }
 
+/* The header's checksum (unsigned byte sum, the field counted as spaces) is `stored`. */
 static int checksum_ok(const unsigned char *h, unsigned long long stored)
 {
     unsigned long long sum = 8 * ' ';
@@ -84,40 +110,17 @@ static int checksum_ok(const unsigned char *h, unsigned long long stored)
     return sum == stored;
 }
 
-/* Where the last component of `name` starts, if it is a plain ASCII name (not empty, not
- * "." or "..", not a whiteout, at most NAME_MAX bytes); -1 if it is not. */
-static Py_ssize_t plain_base(const unsigned char *name, Py_ssize_t len)
-{
-    Py_ssize_t start = len;
-    while (start > 0 && name[start - 1] != '/')
-        start--;
-    const unsigned char *base = name + start;
-    Py_ssize_t n = len - start;
-    if (n == 0 || n > NAME_MAX_BYTES)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (base[i] == '\0' || base[i] >= 0x80)
-            return -1;
-    if ((n == 1 && base[0] == '.') || (n == 2 && base[0] == '.' && base[1] == '.'))
-        return -1;
-    if (n >= 4 && memcmp(base, WHITEOUT, 4) == 0)
-        return -1;
-    return start;
-}
-
-/* Parse the numeric fields and check the checksum: 0 unless all are plain octal. */
-static int plain_fields(const unsigned char *h, unsigned long long *mode, unsigned long long *uid,
-                        unsigned long long *gid, unsigned long long *size,
-                        unsigned long long *mtime)
+/* The numeric fields, all plain octal, and a valid checksum. */
+static int header_fields(const unsigned char *h, plain_entry *e)
 {
     unsigned long long sum;
-    return parse_octal(h + 100, 8, mode) && parse_octal(h + 108, 8, uid)
-           && parse_octal(h + 116, 8, gid) && parse_octal(h + 124, 12, size)
-           && parse_octal(h + 136, 12, mtime) && parse_octal(h + 148, 8, &sum)
+    return parse_octal(h + 100, 8, &e->mode) && parse_octal(h + 108, 8, &e->uid)
+           && parse_octal(h + 116, 8, &e->gid) && parse_octal(h + 124, 12, &e->size)
+           && parse_octal(h + 136, 12, &e->mtime) && parse_octal(h + 148, 8, &sum)
            && checksum_ok(h, sum);
 }
 
-/* PAX data that is exactly one record "LEN path=VALUE\n": set *value and *value_len. */
+/* PAX data that is exactly one record "LEN path=VALUE\n": its value. */
 static int pax_path_only(const unsigned char *data, unsigned long long size,
                          const unsigned char **value, Py_ssize_t *value_len)
 {
@@ -131,6 +134,69 @@ static int pax_path_only(const unsigned char *data, unsigned long long size,
     *value_len = (Py_ssize_t)(size - i - 7);
     return *value_len > 0;
 }
+
+/* Where the last component of `name` starts, if it is a plain ASCII name (not empty, not
+ * "." or "..", not a whiteout, at most name_max bytes); -1 if it is not. */
+static Py_ssize_t plain_base(const unsigned char *name, Py_ssize_t len)
+{
+    Py_ssize_t start = len;
+    while (start > 0 && name[start - 1] != '/')
+        start--;
+    const unsigned char *base = name + start;
+    Py_ssize_t n = len - start;
+    if (n == 0 || n > rules.name_max)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (base[i] == '\0' || base[i] >= 0x80)
+            return -1;
+    if ((n == 1 && base[0] == '.') || (n == 2 && base[0] == '.' && base[1] == '.'))
+        return -1;
+    if (n >= rules.whiteout_len && memcmp(base, rules.whiteout, (size_t)rules.whiteout_len) == 0)
+        return -1;
+    return start;
+}
+
+/* Whether the entry at `pos` is plain; if so, what it says. */
+static int next_plain(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, plain_entry *e)
+{
+    if (len - pos < BLOCK)
+        return 0;
+    const unsigned char *h = buf + pos;
+    if (!header_fields(h, e))
+        return 0;
+    if (h[156] == 'x') { /* a PAX header with one "path" record, then the entry */
+        unsigned long long pax_stored = (e->size + BLOCK - 1) / BLOCK * BLOCK;
+        if (e->size > (unsigned long long)rules.path_max
+            || pax_stored + BLOCK > (unsigned long long)(len - pos - BLOCK)
+            || !pax_path_only(h + BLOCK, e->size, &e->name, &e->name_len))
+            return 0;
+        pos += BLOCK + (Py_ssize_t)pax_stored;
+        h = buf + pos;
+        if (!header_fields(h, e))
+            return 0;
+    } else {
+        const unsigned char *nul = memchr(h, '\0', NAME_FIELD);
+        e->name = h;
+        e->name_len = nul ? nul - h : NAME_FIELD;
+        if (memcmp(h + 257, "ustar\0", 6) == 0 && h[345] != '\0')
+            return 0; /* the ustar prefix field extends the name */
+    }
+    e->is_dir = h[156] == '5';
+    if (!e->is_dir && h[156] != '0' && h[156] != '\0')
+        return 0;
+    if (e->is_dir && e->name_len > 0 && e->name[e->name_len - 1] == '/')
+        e->name_len--;
+    unsigned long long stored = e->is_dir ? 0 : (e->size + BLOCK - 1) / BLOCK * BLOCK;
+    e->base_off = plain_base(e->name, e->name_len);
+    if (e->mode & 07000 || e->base_off < 0 || stored > (unsigned long long)(len - pos - BLOCK))
+        return 0; /* special bits, not a plain name, or the data continues in the next chunk */
+    e->mode &= 0777;
+    e->data_off = pos + BLOCK;
+    e->end = pos + BLOCK + (Py_ssize_t)stored;
+    return 1;
+}
+
+/* -- making ------------------------------------------------------------------------------- */
 
 static int write_all(int fd, const unsigned char *data, unsigned long long size)
 {
@@ -150,162 +216,196 @@ static int write_all(int fd, const unsigned char *data, unsigned long long size)
     return 1;
 }
 
-/* Create one file; 0 if anything failed (and then nothing is left behind). */
-static int create_one(int dir_fd, const char *name, unsigned mode, const unsigned char *data,
-                      unsigned long long size, unsigned long long uid, unsigned long long gid,
-                      int chown_needed, unsigned long long mtime)
+/* Give the new name behind `fd` the entry's owner and mode, where fstat says it has not. */
+static int settle(int fd, const plain_entry *e, struct stat *st)
 {
-    int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fstat(fd, st) != 0)
+        return 0;
+    if ((st->st_uid != (uid_t)e->uid || st->st_gid != (gid_t)e->gid)
+        && fchown(fd, (uid_t)e->uid, (gid_t)e->gid) != 0)
+        return 0;
+    return ((unsigned long long)(st->st_mode & 07777) == e->mode) || fchmod(fd, (mode_t)e->mode) == 0;
+}
+
+/* Make one file; 0 if anything failed (and then nothing is left behind). */
+static int make_file(int dir_fd, const char *base, const plain_entry *e, const unsigned char *data)
+{
+    int fd = openat(dir_fd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    (mode_t)e->mode);
     if (fd < 0)
         return 0;
-    struct timespec times[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
-    int ok = write_all(fd, data, size) && (!chown_needed || fchown(fd, (uid_t)uid, (gid_t)gid) == 0)
-             && futimens(fd, times) == 0;
+    struct stat st;
+    struct timespec times[2] = {{(time_t)e->mtime, 0}, {(time_t)e->mtime, 0}};
+    int ok = write_all(fd, data, e->size) && settle(fd, e, &st) && futimens(fd, times) == 0;
     if (close(fd) != 0)
         ok = 0;
     if (!ok)
-        unlinkat(dir_fd, name, 0);
+        unlinkat(dir_fd, base, 0);
     return ok;
 }
 
 /* Make one directory; 0 if anything failed (and then nothing is left behind). */
-static int make_dir(int dir_fd, const char *name, unsigned mode, unsigned long long uid,
-                    unsigned long long gid, int chown_needed, unsigned long long *inode)
+static int make_dir(int dir_fd, const char *base, const plain_entry *e, unsigned long long *inode)
 {
-    struct stat st;
-    if (mkdirat(dir_fd, name, mode) != 0)
+    if (mkdirat(dir_fd, base, (mode_t)e->mode) != 0)
         return 0;
-    if ((chown_needed && fchownat(dir_fd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0)
-        || fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        unlinkat(dir_fd, name, AT_REMOVEDIR);
+    struct stat st;
+    int fd = openat(dir_fd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int ok = fd >= 0 && settle(fd, e, &st);
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (!ok) {
+        unlinkat(dir_fd, base, AT_REMOVEDIR);
         return 0;
     }
     *inode = (unsigned long long)st.st_ino;
     return 1;
 }
 
-static PyObject *create_files(PyObject *module, PyObject *args)
+/* -- the Python functions ------------------------------------------------------------------ */
+
+static PyObject *configure(PyObject *module, PyObject *args)
+{
+    Py_ssize_t name_max, path_max, whiteout_len;
+    const char *whiteout;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "nns#", &name_max, &path_max, &whiteout, &whiteout_len))
+        return NULL;
+    if (name_max < 1 || name_max > NAME_MAX || path_max < name_max || whiteout_len < 1
+        || whiteout_len >= MAX_WHITEOUT) {
+        PyErr_SetString(PyExc_ValueError, "configure: implausible rules");
+        return NULL;
+    }
+    rules.name_max = name_max;
+    rules.path_max = path_max;
+    memcpy(rules.whiteout, whiteout, (size_t)whiteout_len);
+    rules.whiteout_len = whiteout_len;
+    rules.ready = 1;
+    Py_RETURN_NONE;
+}
+
+static int check_ready(void)
+{
+    if (!rules.ready)
+        PyErr_SetString(PyExc_RuntimeError, "_fastlane: configure() has not been called");
+    return rules.ready;
+}
+
+static PyObject *parse_plain(PyObject *module, PyObject *args)
+{
+    Py_buffer buffer;
+    Py_ssize_t pos;
+    plain_entry e;
+    (void)module;
+    if (!check_ready() || !PyArg_ParseTuple(args, "y*n", &buffer, &pos))
+        return NULL;
+    PyObject *result = NULL;
+    if (pos < 0 || pos > buffer.len)
+        PyErr_SetString(PyExc_ValueError, "parse_plain: position outside the buffer");
+    else if (!next_plain(buffer.buf, buffer.len, pos, &e))
+        result = Py_NewRef(Py_None);
+    else
+        result = Py_BuildValue("(y#OKKKKKn)", e.name, e.name_len, e.is_dir ? Py_True : Py_False,
+                               e.mode, e.uid, e.gid, e.is_dir ? 0ULL : e.size, e.mtime, e.end);
+    PyBuffer_Release(&buffer);
+    return result;
+}
+
+/* The loop, without the GIL: make plain entries of `prefix` until one is not. */
+static Py_ssize_t run_loop(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int dir_fd,
+                           const char *pre, Py_ssize_t pre_len, made_name *made,
+                           Py_ssize_t *count, const unsigned char **other,
+                           Py_ssize_t *other_len)
+{
+    plain_entry e;
+    while (next_plain(buf, len, pos, &e)) {
+        if (e.base_off != pre_len || memcmp(e.name, pre, (size_t)pre_len) != 0) {
+            *other = e.name; /* a plain entry, but in another directory */
+            *other_len = e.base_off;
+            break;
+        }
+        Py_ssize_t base_len = e.name_len - e.base_off;
+        char base[NAME_MAX + 1];
+        if (base_len > NAME_MAX)
+            break;
+        memcpy(base, e.name + e.base_off, (size_t)base_len);
+        base[base_len] = '\0';
+        unsigned long long inode = 0;
+        if (e.is_dir ? !make_dir(dir_fd, base, &e, &inode)
+                     : !make_file(dir_fd, base, &e, buf + e.data_off))
+            break;
+        made[*count] = (made_name){(e.name - buf) + e.base_off, base_len, e.is_dir, inode, e.mtime};
+        (*count)++;
+        pos = e.end;
+    }
+    return pos;
+}
+
+static PyObject *create_run(PyObject *module, PyObject *args)
 {
     Py_buffer buffer, prefix;
     Py_ssize_t pos;
-    int dir_fd, chown_all;
-    unsigned long long owner_uid, owner_gid;
+    int dir_fd;
     (void)module;
-    if (!PyArg_ParseTuple(args, "y*niy*KKp", &buffer, &pos, &dir_fd, &prefix, &owner_uid,
-                          &owner_gid, &chown_all))
+    if (!check_ready() || !PyArg_ParseTuple(args, "y*niy*", &buffer, &pos, &dir_fd, &prefix))
         return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t len = buffer.len, count = 0, other_dir_len = 0;
-    const unsigned char *other_dir = NULL;
-    taken_name *taken = NULL;
-    if (pos < 0 || pos > len) {
-        PyErr_SetString(PyExc_ValueError, "create_files: position outside the buffer");
+    PyObject *result = NULL, *names = NULL, *dirs = NULL;
+    Py_ssize_t count = 0, other_len = 0;
+    const unsigned char *other = NULL;
+    made_name *made = NULL;
+    if (pos < 0 || pos > buffer.len) {
+        PyErr_SetString(PyExc_ValueError, "create_run: position outside the buffer");
         goto done;
     }
-    taken = PyMem_Malloc(sizeof(*taken) * (size_t)((len - pos) / BLOCK + 1));
-    if (taken == NULL) {
+    made = PyMem_Malloc(sizeof(*made) * (size_t)((buffer.len - pos) / BLOCK + 1));
+    if (made == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     const unsigned char *buf = buffer.buf;
-    const char *pre = prefix.buf;
     Py_BEGIN_ALLOW_THREADS
-    while (len - pos >= BLOCK) {
-        const unsigned char *h = buf + pos, *name;
-        unsigned long long mode, uid, gid, size, mtime;
-        Py_ssize_t name_len, base_off, base_len, start = pos;
-        if (!plain_fields(h, &mode, &uid, &gid, &size, &mtime))
-            break;
-        if (h[156] == 'x') {  /* a PAX header with one "path" record, then the file */
-            unsigned long long pax_stored = (size + BLOCK - 1) / BLOCK * BLOCK;
-            if (size > PAX_PATH_MAX || pax_stored + BLOCK > (unsigned long long)(len - pos - BLOCK)
-                || !pax_path_only(h + BLOCK, size, &name, &name_len))
-                break;
-            h += BLOCK + pax_stored;
-            pos += BLOCK + (Py_ssize_t)pax_stored;
-            if (!plain_fields(h, &mode, &uid, &gid, &size, &mtime)) {
-                pos = start;
-                break;
-            }
-        } else {
-            const unsigned char *nul = memchr(h, '\0', NAME_FIELD);
-            name = h;
-            name_len = nul ? nul - h : NAME_FIELD;
-            if (memcmp(h + 257, "ustar\0", 6) == 0 && h[345] != '\0')
-                break;  /* the ustar prefix field extends the name */
-        }
-        int is_dir = h[156] == '5';
-        if (is_dir && name_len > 0 && name[name_len - 1] == '/')
-            name_len--;
-        unsigned long long stored = is_dir ? 0 : (size + BLOCK - 1) / BLOCK * BLOCK;
-        base_off = plain_base(name, name_len);
-        if ((h[156] != '0' && h[156] != '\0' && !is_dir) || mode & 07000 || base_off < 0
-            || (is_dir && chown_all) || stored > (unsigned long long)(len - pos - BLOCK)) {
-            pos = start;  /* not plain, or a new directory would inherit a setgid group,
-                             or the data continues in the next chunk */
-            break;
-        }
-        if (base_off != prefix.len || memcmp(name, pre, (size_t)base_off) != 0) {
-            other_dir = name;  /* a plain entry, but in another directory */
-            other_dir_len = base_off;
-            pos = start;
-            break;
-        }
-        base_len = name_len - base_off;
-        char base[NAME_MAX_BYTES + 1];
-        memcpy(base, name + base_off, (size_t)base_len);
-        base[base_len] = '\0';
-        int chown_needed = chown_all || uid != owner_uid || gid != owner_gid;
-        unsigned long long inode = 0;
-        if (is_dir ? !make_dir(dir_fd, base, (unsigned)(mode & 0777), uid, gid, chown_needed,
-                               &inode)
-                   : !create_one(dir_fd, base, (unsigned)(mode & 0777), h + BLOCK, size, uid,
-                                 gid, chown_needed, mtime)) {
-            pos = start;
-            break;
-        }
-        taken[count] = (taken_name){(name - buf) + base_off, base_len, is_dir, inode, mtime};
-        count++;
-        pos += BLOCK + (Py_ssize_t)stored;
-    }
+    pos = run_loop(buf, buffer.len, pos, dir_fd, prefix.buf, prefix.len, made, &count, &other,
+                   &other_len);
     Py_END_ALLOW_THREADS
-    PyObject *names = PyList_New(count), *dirs = PyList_New(0);
+    names = PyList_New(count);
+    dirs = PyList_New(0);
     if (names == NULL || dirs == NULL)
-        goto fail;
+        goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *name = PyUnicode_DecodeASCII((const char *)buf + taken[i].name_off,
-                                               taken[i].name_len, "strict");
+        PyObject *name = PyUnicode_DecodeASCII((const char *)buf + made[i].name_off,
+                                               made[i].name_len, "strict");
         if (name == NULL)
-            goto fail;
+            goto done;
         PyList_SET_ITEM(names, i, name);
-        if (taken[i].is_dir) {
-            PyObject *made = Py_BuildValue("(OKK)", name, taken[i].inode, taken[i].mtime);
-            if (made == NULL || PyList_Append(dirs, made) != 0) {
-                Py_XDECREF(made);
-                goto fail;
+        if (made[i].is_dir) {
+            PyObject *dir = Py_BuildValue("(OKK)", name, made[i].inode, made[i].mtime);
+            if (dir == NULL || PyList_Append(dirs, dir) != 0) {
+                Py_XDECREF(dir);
+                goto done;
             }
-            Py_DECREF(made);
+            Py_DECREF(dir);
         }
     }
-    if (other_dir != NULL)
-        result = Py_BuildValue("(nNNy#)", pos, names, dirs, other_dir, other_dir_len);
+    if (other != NULL)
+        result = Py_BuildValue("(nOOy#)", pos, names, dirs, other, other_len);
     else
-        result = Py_BuildValue("(nNNO)", pos, names, dirs, Py_None);
-    goto done;
-fail:
+        result = Py_BuildValue("(nOOO)", pos, names, dirs, Py_None);
+done:
     Py_XDECREF(names);
     Py_XDECREF(dirs);
-done:
-    PyMem_Free(taken);
+    PyMem_Free(made);
     PyBuffer_Release(&buffer);
     PyBuffer_Release(&prefix);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"create_files", create_files, METH_VARARGS,
-     "create_files(buffer, pos, dir_fd, prefix, owner_uid, owner_gid, chown_all)"
-     " -> (end, names, dirs, other_dir): make a run of plain files and directories."},
+    {"configure", configure, METH_VARARGS,
+     "configure(name_max, path_max, whiteout_prefix): the policy's numbers."},
+    {"parse_plain", parse_plain, METH_VARARGS,
+     "parse_plain(buffer, pos) -> None | (name, is_dir, mode, uid, gid, size, mtime, end)"},
+    {"create_run", create_run, METH_VARARGS,
+     "create_run(buffer, pos, dir_fd, prefix) -> (end, names, dirs, other_dir)"},
     {NULL, NULL, 0, NULL},
 };
 

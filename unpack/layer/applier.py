@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from unpack.errors import FilesystemError, LayerError
 from unpack.fs.rootfs import Rootfs
-from unpack.layer.fastlane import FastLane
+from unpack.layer.fastlane import FastLane, LaneRun
 from unpack.layer.metadata import MetadataWriter, entry_times
 from unpack.layer.policy import Action, Member, admit
 from unpack.layer.tarstream import EntryKind, TarEntry, TarReader
@@ -49,11 +49,7 @@ class Applier:
         self._dir_times: dict[int, tuple[str, int, int]] = {}
         self._written: dict[int, set[str]] = {}  # directory inode -> names written in it
         self._ancestors: set[int] = set()
-        # New names get their permission bits at creation unless a umask interferes.
-        self._exact_modes = _current_umask() == 0
-        self._lane = FastLane.for_rootfs(
-            rootfs, self._note_lane_files, exact_modes=self._exact_modes
-        )
+        self._lane = FastLane.for_rootfs(rootfs)
 
     def apply_layer(self, reader: TarReader) -> int:
         """Apply every entry of one layer; return how many entries it had."""
@@ -64,7 +60,8 @@ class Applier:
             try:
                 self._apply(member, reader)
                 if self._lane is not None and member.action is Action.CREATE:
-                    self._lane.follow(member, reader)
+                    for run in self._lane.follow(member, reader):
+                        self._note_lane_run(run)
             except OSError as error:
                 raise _translate(error, member.path or ".") from None
         return reader.entries
@@ -105,7 +102,6 @@ class Applier:
             root = self.rootfs.fd
             self._meta.chown(member.entry, fd=root)
             self.rootfs.set_root_mode(member.entry.mode)
-            self.rootfs.dir_modes_changed()
             self._remember_dir_times(self.rootfs.root_inode, (), *entry_times(member.entry))
 
     # Same-layer bookkeeping: what this layer wrote, as names per directory inode, and
@@ -118,27 +114,20 @@ class Applier:
         if parent_inode not in self._ancestors:
             self._note_ancestors(parent)
 
-    def _note_lane_files(
-        self,
-        parent: int,
-        parts: tuple[str, ...],
-        names: list[str],
-        dirs: list[tuple[str, int, int]],
-        made_by_lane: bool,
-    ) -> None:
+    def _note_lane_run(self, run: LaneRun) -> None:
         """Note what one fast-lane run made: like `_note_written` and `_make_dir` do.
 
         A directory the lane itself just made lies right below one already noted, so
         it joins the ancestors without a walk up."""
-        for name, inode, mtime in dirs:
+        for name, inode, mtime in run.dirs:
             mtime_ns = mtime * 1_000_000_000
-            self._remember_dir_times(inode, (*parts, name), mtime_ns, mtime_ns)
-        parent_inode = self.rootfs.dir_inode(parent)
-        self._written.setdefault(parent_inode, set()).update(names)
-        if made_by_lane:
+            self._remember_dir_times(inode, (*run.parts, name), mtime_ns, mtime_ns)
+        parent_inode = self.rootfs.dir_inode(run.directory)
+        self._written.setdefault(parent_inode, set()).update(run.names)
+        if run.below_previous:
             self._ancestors.add(parent_inode)
         elif parent_inode not in self._ancestors:
-            self._note_ancestors(parent)
+            self._note_ancestors(run.directory)
 
     def _note_ancestors(self, fd: int) -> None:
         """Add directory `fd` and the directories above it, up to the rootfs root."""
@@ -232,8 +221,7 @@ class Applier:
             self._make_dir(entry, parts, parent, name)
         elif kind is EntryKind.SYMLINK:
             self._replacing(parent, name, lambda: rootfs.symlink(entry.linkname, parent, name))
-            if self._meta.needs_chown(entry, parent):
-                self._meta.chown(entry, dir_fd=parent, name=name)
+            self._settle(entry, parent, name, mode=False)
             self._meta.xattrs(entry, dir_fd=parent, name=name, symlink=True)
             rootfs.utime(parent, name, *entry_times(entry))
         else:
@@ -241,10 +229,7 @@ class Applier:
             device = 0 if kind is EntryKind.FIFO else os.makedev(entry.devmajor, entry.devminor)
             mode = node_type | (entry.mode & 0o777)
             self._replacing(parent, name, lambda: rootfs.mknod(parent, name, mode, device))
-            if self._meta.needs_chown(entry, parent):
-                self._meta.chown(entry, dir_fd=parent, name=name)
-            if entry.mode & 0o7000 or not self._exact_modes:
-                rootfs.chmod(parent, name, entry.mode)
+            self._settle(entry, parent, name, mode=True)
             self._meta.xattrs(entry, dir_fd=parent, name=name)
             rootfs.utime(parent, name, *entry_times(entry))
         return parent, name
@@ -276,7 +261,6 @@ class Applier:
             self._meta.chown(entry, dir_fd=parent, name=name)
         if chown or stat.S_IMODE(info.st_mode) != entry.mode:
             rootfs.chmod(parent, name, entry.mode)
-            rootfs.dir_modes_changed()
         self._meta.xattrs(entry, dir_fd=parent, name=name)
         self._remember_dir_times(info.st_ino, parts, *entry_times(entry))
 
@@ -321,9 +305,10 @@ class Applier:
             else:
                 _write_sparse(fd, entry.sparse, reader.data())
                 os.ftruncate(fd, entry.size)
-            if self._meta.needs_chown(entry, parent):
+            made = os.fstat(fd)  # what the kernel gave: a parent's group, an ACL's mask, ...
+            if self._meta.needs_chown(entry, made):
                 self._meta.chown(entry, fd=fd)
-            if entry.mode & 0o7000 or not self._exact_modes:
+            if stat.S_IMODE(made.st_mode) != entry.mode:
                 os.fchmod(fd, entry.mode)
             if entry.xattrs:
                 self._meta.xattrs(entry, fd=fd)
@@ -331,17 +316,20 @@ class Applier:
         finally:
             os.close(fd)
 
+    def _settle(self, entry: TarEntry, parent: int, name: str, *, mode: bool) -> None:
+        """Owner (and `mode`) of a name just made, where the kernel did not give the entry's."""
+        made = self.rootfs.lstat(parent, name)
+        assert made is not None
+        if self._meta.needs_chown(entry, made):
+            self._meta.chown(entry, dir_fd=parent, name=name)
+        if mode and stat.S_IMODE(made.st_mode) != entry.mode:
+            self.rootfs.chmod(parent, name, entry.mode)
+
     def _remember_dir_times(
         self, inode: int, parts: tuple[str, ...], atime_ns: int, mtime_ns: int
     ) -> None:
         """Note the times directory `parts` gets at the end (the last header's win)."""
         self._dir_times[inode] = ("/".join(parts), atime_ns, mtime_ns)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

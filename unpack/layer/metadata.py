@@ -7,6 +7,7 @@ mode, then xattrs (a chown also drops `security.capability`), then times last.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 
 import xattr
@@ -33,9 +34,9 @@ class MetadataWriter:
         self.warn = warn
         self._warned: set[str] = set()
 
-    def needs_chown(self, entry: TarEntry, parent: int) -> bool:
-        """Whether a new name in directory `parent` needs a chown to get the entry's owner."""
-        return self.rootfs.owner_needs_setting(entry.uid, entry.gid, parent)
+    def needs_chown(self, entry: TarEntry, made: os.stat_result) -> bool:
+        """Whether a name just made (with stat `made`) needs a chown to get the entry's owner."""
+        return self.rootfs.owner_differs(made, entry.uid, entry.gid, new=True)
 
     def chown(
         self, entry: TarEntry, *, fd: int | None = None, dir_fd: int = -1, name: str = ""

@@ -173,7 +173,8 @@ class TarReader:
 
     def take_plain(self, run: PlainRun[R]) -> R | None:
         """Between entries, let `run` take whole plain entries (header, data and padding)
-        from the buffered input, and count them as read; returns what `run` returned.
+        from a read-only view of the buffered input, and count them as read; returns what
+        `run` returned.
 
         Only when the current entry's data has been read, and no global PAX record is in
         force (it would change the entries `run` sees), and never across chunks; returns
@@ -182,7 +183,7 @@ class TarReader:
         pos = self._pos + self._after
         if self._remain or self._glob or pos > self._len:
             return None
-        end, taken, result = run(self._mv, pos)
+        end, taken, result = run(self._mv.toreadonly(), pos)
         if taken:
             self._pos, self._after, self._cur = end, 0, None
             self.entries += taken

@@ -87,14 +87,11 @@ def unpack(
 ) -> UnpackReport:
     """Unpack IMAGE into the bundle directory `dest`; nothing appears at `dest` on failure.
 
-    Runs with umask 0 so that every name gets exactly the mode its entry says.
+    Every name gets exactly the mode its entry says, whatever the umask (which is left
+    alone: modes are set explicitly where the kernel masked them).
     """
     started = time.monotonic()
-    previous_umask = os.umask(0)
-    try:
-        return _unpack(image_text, dest, options, progress, warn, started)
-    finally:
-        os.umask(previous_umask)
+    return _unpack(image_text, dest, options, progress, warn, started)
 
 
 def _unpack(
@@ -125,6 +122,7 @@ def _unpack(
                 os.chmod(bundle.path, 0o711)  # the mapped root must reach DIR/rootfs
             rootfs_path = os.path.join(bundle.path, "rootfs")
             os.mkdir(rootfs_path, 0o755)
+            os.chmod(rootfs_path, 0o755)  # whatever the umask
             rootless = os.geteuid() != 0 if options.rootless is None else options.rootless
             with _open_rootfs(rootfs_path, options, rootless, warn) as rootfs:
                 applier = Applier(rootfs, warn=warn)
@@ -223,15 +221,28 @@ def _write_config(
     user = converted.config["process"]["user"]
     try:
         for name in converted.volume_dirs:
-            path = os.path.join(bundle, name)
-            os.makedirs(path, 0o755, exist_ok=True)
+            path = _make_dirs(bundle, name)
             if chown_volumes:
                 uid, gid = rootfs.uid_map.to_host(user["uid"]), rootfs.gid_map.to_host(user["gid"])
                 os.chown(path, uid, gid)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         descriptor = os.open(os.path.join(bundle, "config.json"), flags, 0o644)
+        os.fchmod(descriptor, 0o644)  # whatever the umask
         with open(descriptor, "w", encoding="utf-8") as file:
             json.dump(converted.config, file, indent=2)
             file.write("\n")
     except OSError as error:
         raise FilesystemError(f"{bundle}: cannot write config ({error.strerror})") from None
+
+
+def _make_dirs(bundle: str, relative: str) -> str:
+    """Make `bundle/relative` and the directories above it, each mode 0755 (any umask)."""
+    path = bundle
+    for part in relative.split("/"):
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o755)
+    return path

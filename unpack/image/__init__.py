@@ -1,1 +1,1 @@
-"""Images: references, OCI layouts, media types, platforms and resolution."""
+"""Images: typed documents, descriptors, media types, compression names, platforms, resolution."""

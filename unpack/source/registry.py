@@ -30,7 +30,7 @@ from unpack.verify import Digest, verified, verify_bytes
 
 
 class RegistrySource(SourceBase):
-    """An image in a registry repository, as the resolver reads a layout."""
+    """An image in a registry repository, read as the resolver reads any source."""
 
     def __init__(self, reference: RegistryReference, options: SourceOptions) -> None:
         self.reference = reference

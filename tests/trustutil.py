@@ -61,7 +61,11 @@ def cimage_fixtures() -> Path | None:
         return _extracted
     if not (CIMAGE_SNAPSHOT / "HEAD").exists():
         return None
-    target = Path(tempfile.mkdtemp(prefix="cimage-fixtures-"))
+    target = Path(tempfile.gettempdir()) / f"oci-unpack-cimage-fixtures-{os.getuid()}"
+    if (target / "signature" / "fixtures").is_dir():
+        _extracted = target / "signature" / "fixtures"
+        return _extracted
+    target.mkdir(exist_ok=True)
     archive = subprocess.run(
         ["git", "--git-dir", str(CIMAGE_SNAPSHOT), "archive", "HEAD", "signature/fixtures",
          "signature/internal/testdata"],

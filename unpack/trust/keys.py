@@ -56,15 +56,20 @@ class KeySources:
 
     def load(self) -> list[tuple[str, bytes]]:
         """(where, bytes) of every key file and inline key."""
-        loaded = []
-        for path in self.paths:
-            try:
-                with open(path, "rb") as file:
-                    data = file.read(MAX_KEY_FILE_SIZE + 1)
-            except OSError as error:
-                raise PolicyError(f"cannot read key file {path}: {error.strerror}") from None
-            if len(data) > MAX_KEY_FILE_SIZE:
-                raise PolicyError(f"key file {path} is larger than {MAX_KEY_FILE_SIZE} bytes")
-            loaded.append((path, data))
+        loaded = [(path, read_config_file(path, MAX_KEY_FILE_SIZE, "key file"))
+                  for path in self.paths]
         loaded += [(f"keyData #{i + 1}", data) for i, data in enumerate(self.data)]
         return loaded
+
+
+def read_config_file(path: str, limit: int, what: str) -> bytes:
+    """A file the policy configuration names (the policy itself, a key): at most `limit`
+    bytes; a file that cannot be read, or is larger, is a PolicyError naming it."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise PolicyError(f"cannot read {what} {path}: {error.strerror}") from None
+    if len(data) > limit:
+        raise PolicyError(f"{what} {path} is larger than {limit} bytes")
+    return data

@@ -23,6 +23,7 @@ from typing import Any
 from unpack.errors import PolicyError
 from unpack.trust import strictjson
 from unpack.trust.evaluation import Requirement
+from unpack.trust.keys import read_config_file
 from unpack.trust.requirements import parse_requirements
 from unpack.trust.strictjson import StrictJSONError
 from unpack.trust.subject import PolicySubject
@@ -78,14 +79,7 @@ def policy_path(explicit: str | None) -> str | None:
 
 def load_policy(path: str) -> Policy:
     """Read and parse the policy file at `path`."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_POLICY_SIZE + 1)
-    except OSError as error:
-        raise PolicyError(f"policy {path}: {error.strerror}") from None
-    if len(data) > MAX_POLICY_SIZE:
-        raise PolicyError(f"policy {path}: larger than {MAX_POLICY_SIZE} bytes")
-    return parse_policy(data, path)
+    return parse_policy(read_config_file(path, MAX_POLICY_SIZE, "policy"), path)
 
 
 def parse_policy(data: bytes | str, path: str) -> Policy:

@@ -49,12 +49,14 @@ class Applier:
         self._dir_times: dict[int, tuple[str, int, int]] = {}
         self._written: dict[int, set[str]] = {}  # directory inode -> names written in it
         self._ancestors: set[int] = set()
+        self._fresh: set[int] = set()  # directories this layer made: all in them is its own
         self._lane = FastLane.for_rootfs(rootfs)
 
     def apply_layer(self, reader: TarReader) -> int:
         """Apply every entry of one layer; return how many entries it had."""
         self._written = {}
         self._ancestors = set()
+        self._fresh = set()
         for entry in reader:
             member = admit(entry)
             try:
@@ -106,10 +108,15 @@ class Applier:
 
     # Same-layer bookkeeping: what this layer wrote, as names per directory inode, and
     # every directory above it, as inodes. Inodes say where things really are, so a
-    # path written through a symlinked parent is recognised under any name.
+    # path written through a symlinked parent is recognised under any name. A directory
+    # the layer made itself holds nothing of lower layers: its names need no record, so
+    # the memory this takes grows with what a layer writes into lower layers' directories
+    # only (not with a fresh tree of a million files).
 
     def _note_written(self, parent: int, name: str) -> None:
         parent_inode = self.rootfs.dir_inode(parent)
+        if parent_inode in self._fresh:
+            return
         self._written.setdefault(parent_inode, set()).add(name)
         if parent_inode not in self._ancestors:
             self._note_ancestors(parent)
@@ -122,7 +129,10 @@ class Applier:
         for name, inode, mtime in run.dirs:
             mtime_ns = mtime * 1_000_000_000
             self._remember_dir_times(inode, (*run.parts, name), mtime_ns, mtime_ns)
+            self._fresh.add(inode)
         parent_inode = self.rootfs.dir_inode(run.directory)
+        if parent_inode in self._fresh:
+            return
         self._written.setdefault(parent_inode, set()).update(run.names)
         if run.below_previous:
             self._ancestors.add(parent_inode)
@@ -155,6 +165,7 @@ class Applier:
             self._dir_times.pop(inode, None)
             self._written.pop(inode, None)
             self._ancestors.discard(inode)
+            self._fresh.discard(inode)
 
     # -- whiteouts ------------------------------------------------------------
 
@@ -167,7 +178,8 @@ class Applier:
         if info is None:
             return
         is_dir = stat.S_ISDIR(info.st_mode)
-        written = name in self._written.get(self.rootfs.dir_inode(parent), ())
+        parent_inode = self.rootfs.dir_inode(parent)
+        written = parent_inode in self._fresh or name in self._written.get(parent_inode, ())
         if written or (is_dir and info.st_ino in self._ancestors):
             # The same layer wrote this path (or below it): only lower content goes.
             if is_dir:
@@ -185,6 +197,8 @@ class Applier:
             fd = pending.pop()
             try:
                 inode = os.fstat(fd).st_ino
+                if inode in self._fresh:
+                    continue  # made by this layer: nothing of lower layers in it
                 with os.scandir(fd) as entries:
                     children = [
                         (c.name, c.is_dir(follow_symlinks=False), c.inode()) for c in entries
@@ -247,15 +261,20 @@ class Applier:
 
     def _make_dir(self, entry: TarEntry, parts: tuple[str, ...], parent: int, name: str) -> None:
         rootfs = self.rootfs
+        fresh = True
         try:
             rootfs.mkdir(parent, name, entry.mode & 0o777)
         except FileExistsError:
             existing = rootfs.lstat(parent, name)
-            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            fresh = existing is not None and not stat.S_ISDIR(existing.st_mode)
+            if fresh:
+                assert existing is not None
                 self._remove(parent, name, existing)
                 rootfs.mkdir(parent, name, entry.mode & 0o777)
         info = rootfs.lstat(parent, name)
         assert info is not None
+        if fresh:
+            self._fresh.add(info.st_ino)
         chown = self.rootfs.owner_differs(info, entry.uid, entry.gid)
         if chown:
             self._meta.chown(entry, dir_fd=parent, name=name)

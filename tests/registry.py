@@ -1,15 +1,13 @@
-"""Test helpers for the sources: a real registry, TLS, a token server, a faulty proxy.
+"""Test helpers for the sources: TLS, a token server, and the test image.
 
-Everything listens on 127.0.0.1 only, is bounded in time, and is stopped by
-the fixtures that start it (context managers here).
+The registry and the proxy in front of it live in `fixtures/registry.py` (the
+benchmark uses them too) and are re-exported here:
 
-- `Registry`: Debian's `docker-registry` (distribution v2) with a generated
-  config on a free port; plain HTTP, htpasswd basic auth over TLS, or
-  bearer tokens from `TokenServer`.
-- `make_ca`: a self-signed CA and a server certificate for 127.0.0.1.
-- `TokenServer`: a small Docker token server (RS256 JWTs with an x5c chain).
-- `FaultyProxy`: an HTTP reverse proxy that can drop a blob mid-way, redirect
-  blobs to another host name, or corrupt them; it counts the requests.
+- `Registry`, `running_registry`: Debian's `docker-registry` on 127.0.0.1; with
+  `make_ca`'s certificates, an htpasswd file, or `TokenServer` tokens here;
+- `make_ca`: a self-signed CA and a server certificate for 127.0.0.1;
+- `TokenServer`: a small Docker token server (RS256 JWTs with an x5c chain);
+- `FaultyProxy` (= `RegistryProxy`): a proxy that can be slow or misbehave on blobs;
 - `build_source_image`, `tree`: the test image, and a comparable view of a bundle.
 """
 
@@ -19,36 +17,31 @@ import base64
 import contextlib
 import datetime
 import hashlib
-import http.client
-import http.server
 import ipaddress
 import json
 import os
-import shutil
-import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fixtures.layout import LayoutWriter
+from fixtures.registry import (  # noqa: F401 (re-exported for the tests)
+    REGISTRY_BINARY,
+    QuietHandler,
+    Registry,
+    RegistryProxy,
+    free_port,
+    running_registry,
+    serving,
+)
 from fixtures.tarwriter import build_tar, dirent, hardlink, opaque, reg, symlink, whiteout
 
-REGISTRY_BINARY = "/usr/bin/docker-registry"
-START_TIMEOUT = 15.0
 USER, PASSWORD = "tester", "s3cret:with-colon"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the test image
@@ -180,35 +173,6 @@ def make_ca(directory: Path) -> Certs:
 
 
 # ------------------------------------------------------------------ small HTTP servers
-class _QuietHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    owner: Any
-
-
-@contextlib.contextmanager
-def _serving(handler: type[_QuietHandler], owner: Any) -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), handler)
-    server.owner = owner
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -269,7 +233,7 @@ class TokenServer:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[TokenServer]:
-        with _serving(_TokenHandler, self) as port:
+        with serving(_TokenHandler, self) as port:
             self.port = port
             yield self
 
@@ -278,7 +242,7 @@ class TokenServer:
         return f"http://127.0.0.1:{self.port}/token"
 
 
-class _TokenHandler(_QuietHandler):
+class _TokenHandler(QuietHandler):
     def do_GET(self) -> None:
         owner: TokenServer = self.server.owner
         query = parse_qs(urlsplit(self.path).query)
@@ -310,108 +274,6 @@ class _TokenHandler(_QuietHandler):
 
 
 # ------------------------------------------------------------------ the registry
-@dataclass
-class Registry:
-    """A running `docker-registry`; `host` is `127.0.0.1:PORT`."""
-
-    directory: Path
-    certs: Certs | None = None
-    htpasswd: Path | None = None
-    token: TokenServer | None = None
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _config(self) -> str:
-        config: dict[str, Any] = {
-            "version": 0.1,
-            "log": {"level": "error", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(self.directory / "storage")},
-                        "delete": {"enabled": True}},
-            "http": {"addr": self.host, "secret": "oci-unpack-test-secret"},
-        }
-        if self.certs is not None:
-            config["http"]["tls"] = {"certificate": str(self.certs.server_cert),
-                                     "key": str(self.certs.server_key)}
-        if self.htpasswd is not None:
-            config["auth"] = {"htpasswd": {"realm": "test-realm", "path": str(self.htpasswd)}}
-        elif self.token is not None:
-            config["auth"] = {"token": {
-                "realm": self.token.realm, "service": self.token.service,
-                "issuer": self.token.issuer, "rootcertbundle": str(self.token.bundle),
-            }}
-        return json.dumps(config)  # YAML is a superset of JSON
-
-    def start(self) -> None:
-        self.port = free_port()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "config.yml"
-        config.write_text(self._config())
-        log = open(self.directory / "registry.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("docker-registry did not start listening in time")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.directory / "registry.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def push(self, layout: Path, tag: str, name: str, *, all_images: bool = False,
-             creds: str | None = None) -> None:
-        """`skopeo copy oci:LAYOUT:TAG docker://HOST/NAME` (with --all for an index)."""
-        command = ["skopeo", "copy", "--quiet", "--retry-times", "2"]
-        if all_images:
-            command.append("--all")
-        command += [f"oci:{layout}:{tag}", f"docker://{self.host}/{name}"]
-        if self.certs is not None:
-            command.append(f"--dest-cert-dir={self.certs.cert_dir}")
-        else:
-            command.append("--dest-tls-verify=false")
-        if creds is not None:
-            command.append(f"--dest-creds={creds}")
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "REGISTRY_AUTH_FILE": "/nonexistent"})
-        if result.returncode != 0:
-            raise RuntimeError(f"skopeo push failed: {result.stderr}\n{self.log()}")
-
-
-@contextlib.contextmanager
-def running_registry(directory: Path, **kwargs: Any) -> Iterator[Registry]:
-    """Start a registry; stop it (and remove its storage) on the way out."""
-    registry = Registry(directory, **kwargs)
-    registry.start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
-        shutil.rmtree(directory / "storage", ignore_errors=True)
-
-
 def htpasswd_file(directory: Path) -> Path:
     """An htpasswd file (bcrypt, as the registry requires) for USER/PASSWORD."""
     line = subprocess.run(["htpasswd", "-nbB", USER, PASSWORD], capture_output=True,
@@ -421,102 +283,5 @@ def htpasswd_file(directory: Path) -> Path:
     return path
 
 
-# ------------------------------------------------------------------ the faulty proxy
-@dataclass
-class FaultyProxy:
-    """A reverse proxy to a plain-HTTP registry that can misbehave on blob GETs.
-
-    - `drop_after`: send this many body bytes of the first GET of each blob
-      (the full Content-Length announced), then cut the connection;
-    - `redirect`: answer blob GETs with a 307 to the same proxy under the
-      host name `localhost` (another host, as blob storage is);
-    - `corrupt`: flip one byte in the middle of every blob body;
-    - `ignore_range`: forward no Range header (the registry answers 200, whole);
-    - `unavailable`: answer the first N requests 503 Service Unavailable.
-    `requests` records (method, path, Range header) of everything received.
-    """
-
-    upstream: str
-    drop_after: int | None = None
-    redirect: bool = False
-    corrupt: bool = False
-    ignore_range: bool = False
-    unavailable: int = 0
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
-    dropped: set[str] = field(default_factory=set)
-    port: int = 0
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FaultyProxy]:
-        with _serving(_ProxyHandler, self) as port:
-            self.port = port
-            yield self
-
-    def blob_gets(self) -> list[tuple[str, str, str | None]]:
-        return [r for r in self.requests if r[0] == "GET" and "/blobs/" in r[1]]
-
-
-class _ProxyHandler(_QuietHandler):
-    def do_HEAD(self) -> None:
-        self._forward("HEAD")
-
-    def do_GET(self) -> None:
-        self._forward("GET")
-
-    def _forward(self, method: str) -> None:
-        proxy: FaultyProxy = self.server.owner
-        path = self.path
-        proxy.requests.append((method, path, self.headers.get("Range")))
-        if len(proxy.requests) <= proxy.unavailable:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        is_blob = method == "GET" and "/blobs/" in path
-        redirected = path.startswith("/_storage")
-        if is_blob and proxy.redirect and not redirected:
-            self.send_response(307)
-            self.send_header("Location", f"http://localhost:{proxy.port}/_storage{path}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if redirected:
-            path = path[len("/_storage"):]
-        forwarded = ("accept", "authorization", "accept-encoding",
-                     *(() if proxy.ignore_range else ("range",)))
-        headers = {k: v for k, v in self.headers.items() if k.lower() in forwarded}
-        connection = http.client.HTTPConnection(proxy.upstream, timeout=30)
-        try:
-            connection.request(method, path, headers=headers)
-            response = connection.getresponse()
-            body = response.read() if method == "GET" else b""
-            self.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("connection", "transfer-encoding", "keep-alive",
-                                       "content-length"):
-                    self.send_header(key, value)
-            length = response.getheader("Content-Length") or str(len(body))
-            self.send_header("Content-Length", length)
-            if is_blob and response.status in (200, 206):
-                if proxy.corrupt and body:
-                    middle = len(body) // 2
-                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:]
-                blob = path.rsplit("/", 1)[-1]
-                if proxy.drop_after is not None and blob not in proxy.dropped:
-                    proxy.dropped.add(blob)
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(body[: proxy.drop_after])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-            self.end_headers()
-            self.wfile.write(body)
-        finally:
-            connection.close()
+#: The faulty proxy of the source tests is the registry proxy (fixtures/registry.py).
+FaultyProxy = RegistryProxy

@@ -171,6 +171,9 @@ _source_options = _option_group("source", SourceOptions, [
                  show_default=True,
                  help="With --cache: use a cached tag as is (missing), or ask the "
                       "registry what the tag names now (always)."),
+    click.option("--max-parallel-downloads", "parallel_downloads", type=click.IntRange(1, 16),
+                 default=3, show_default=True, metavar="N",
+                 help="Layers fetched from a registry at once (1: one after the other)."),
 ])
 
 #: Which signature policy to apply: `trust: TrustOptions`.

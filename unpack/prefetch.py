@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,11 +19,14 @@ _DONE = object()
 _POLL_SECONDS = 0.1
 
 
-def prefetched(source: Iterator[T], depth: int = 8) -> Iterator[T]:
+def prefetched(source: Iterator[T], depth: int = 8,
+               abort: Callable[[], None] | None = None) -> Iterator[T]:
     """Yield what `source` yields, produced by a background thread.
 
     An exception in `source` is re-raised here, in order; abandoning the
-    returned iterator (or an exception in the consumer) stops the producer.
+    returned iterator (or an exception in the consumer) stops the producer,
+    which is waited for. `abort` unblocks a producer waiting on the network:
+    it is called when a signal interrupts the wait for the next item.
     """
     handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -51,7 +54,7 @@ def prefetched(source: Iterator[T], depth: int = 8) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            item = handoff.get()
+            item = _next_item(handoff, abort)
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -63,6 +66,15 @@ def prefetched(source: Iterator[T], depth: int = 8) -> Iterator[T]:
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def _next_item(handoff: queue.Queue[object], abort: Callable[[], None] | None) -> object:
+    try:
+        return handoff.get()
+    except BaseException:  # a signal's exception: the producer may be blocked as well
+        if abort is not None:
+            abort()
+        raise
 
 
 class _Failure:

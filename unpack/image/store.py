@@ -35,6 +35,11 @@ class Source(Protocol):
         """Stream a blob, verified against the descriptor's size and digest at its end."""
         ...
 
+    def abort(self) -> None:
+        """From any thread: end every transfer under way now (the unpack is failing; a
+        blob read blocked on the network raises instead of waiting for its bytes)."""
+        ...
+
     def close(self) -> None:
         """Release files and connections."""
         ...

@@ -16,6 +16,7 @@ as the broken gzip or tar it makes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
@@ -36,18 +37,20 @@ class LayerStream:
                  observe: Callable[[int], None] | None = None) -> None:
         self.label = label
         self.uncompressed_size = 0
+        self._source = source
         self._blob = _Drainable(source.blob_chunks(layer.descriptor, observe))
-        self.entries = TarReader(prefetched(self._plain(layer)))
+        self.entries = TarReader(prefetched(self._plain(layer), abort=source.abort))
 
     def _plain(self, layer: Layer) -> Iterator[bytes | memoryview]:
         """The uncompressed stream, checked against the diff_id at its end."""
         compressed = layer.compression is not Compression.NONE
-        blob: Iterator[bytes | memoryview] = prefetched(self._blob) if compressed else self._blob
+        blob: Iterator[bytes | memoryview] = (
+            prefetched(self._blob, abort=self._source.abort) if compressed else self._blob)
         plain = self._counted(decompressed(blob, layer.compression, self.label))
         if not compressed and layer.diff_id == layer.descriptor.digest:
             return plain  # the blob check already hashes exactly these bytes
         if compressed:
-            plain = prefetched(plain)
+            plain = prefetched(plain, abort=self._source.abort)
         return verified(plain, layer.diff_id, None,
                         f"{self.label}: uncompressed content (diff_id)")
 
@@ -62,6 +65,8 @@ class LayerStream:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         try:
+            if error is not None and not isinstance(error, ImageError):
+                self._source.abort()  # a stage blocked on the network must not be waited for
             self.entries.close()  # stop the pipeline's threads before reading on
             if isinstance(error, VerificationError | NetworkError):
                 raise type(error)(_labelled(self.label, error)) from None
@@ -75,8 +80,13 @@ class LayerStream:
 
 
 def _labelled(label: str, error: BaseException) -> str:
+    """The message, naming the layer unless it names one already (a layer fetched ahead
+    names itself when it fails while another is applied)."""
     message = str(error)
-    return message if message.startswith(label) else f"{label}: {message}"
+    return message if _NAMES_A_LAYER.match(message) else f"{label}: {message}"
+
+
+_NAMES_A_LAYER = re.compile(r"layer \d+/\d+ ")
 
 
 class _Drainable:

@@ -15,9 +15,12 @@ there are some, anonymously otherwise — and sending `Bearer TOKEN`.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
+import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +182,7 @@ class Authorizer:
     ) -> None:
         self._verify = verify
         self._session = session
-        self._credentials = credentials
+        self.credentials = credentials
         self._default_scope = default_scope
         self._timeout = timeout
         self.header: str | None = None
@@ -195,14 +198,14 @@ class Authorizer:
         if "bearer" in challenges:
             self.header = "Bearer " + self._token(challenges["bearer"], where)
         elif "basic" in challenges:
-            if self._credentials is None:
+            if self.credentials is None:
                 raise NetworkError(
                     f"{where}: the registry asks for a user name and password "
                     "(give --creds USER:PASS or log in with skopeo/podman/docker)"
                 )
-            if self.header == self._credentials.basic():
+            if self.header == self.credentials.basic():
                 raise NetworkError(f"{where}: the registry refused the credentials (401)")
-            self.header = self._credentials.basic()
+            self.header = self.credentials.basic()
         else:
             raise NetworkError(
                 f"{where}: 401 Unauthorized with no usable challenge ({header or 'none'})"
@@ -215,7 +218,7 @@ class Authorizer:
         params = {"scope": challenge.params.get("scope") or self._default_scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
-        headers = {"Authorization": self._credentials.basic()} if self._credentials else {}
+        headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
         try:
             reply = self._session.get(realm, params=params, headers=headers,
                                       timeout=self._timeout, verify=self._verify)
@@ -225,7 +228,7 @@ class Authorizer:
             if reply.status_code in (401, 403):
                 raise NetworkError(
                     f"{where}: the token server {realm} refused "
-                    f"{'the credentials' if self._credentials else 'anonymous access'} "
+                    f"{'the credentials' if self.credentials else 'anonymous access'} "
                     f"({reply.status_code})"
                 )
             if reply.status_code != 200:
@@ -241,7 +244,38 @@ class Authorizer:
 
 
 def error_reason(error: BaseException) -> str:
-    """A short reason for a requests exception (its innermost cause)."""
-    text = str(error)
+    """A short reason for a network failure: its innermost cause, in words, without the
+    libraries' reprs ("connection refused", "the connection closed after 20000 bytes of
+    820485")."""
+    inner = _innermost(error)
+    if isinstance(inner, http.client.IncompleteRead):
+        got = inner.partial if isinstance(inner.partial, int) else len(inner.partial)
+        total = f" of {got + inner.expected}" if isinstance(inner.expected, int) else ""
+        return f"the connection closed after {got} bytes{total}"
+    if isinstance(inner, socket.gaierror):
+        return f"cannot resolve the host name ({inner.strerror})"
+    if isinstance(inner, TimeoutError | socket.timeout) or "timed out" in str(inner):
+        return "timed out"
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return f"certificate verify failed ({inner.verify_message})"
+    if isinstance(inner, ssl.SSLError):
+        return (inner.reason or str(inner)).lower().replace("_", " ")
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror[:1].lower() + inner.strerror[1:]
+    text = str(inner)
     match = re.search(r"\(Caused by (\w+)\((.*)\)\)\s*$", text)
     return f"{match.group(1)}: {match.group(2)}" if match else text
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """Follow `reason`, exception arguments and `__cause__` down to the first failure."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        reason = getattr(error, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else next(
+            (a for a in reversed(error.args) if isinstance(a, BaseException)), error.__cause__)
+        if inner is None:
+            break
+        error = inner
+    return error

@@ -21,6 +21,9 @@ class SourceBase:
     def close(self) -> None:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """End transfers under way (local files never block: nothing to do)."""
+
     def __enter__(self: S) -> S:
         return self
 
@@ -53,6 +56,9 @@ class SourceOptions:
     #: `missing`: a tag found in the cache is used as is (no network at all);
     #: `always`: ask the registry what the tag names now (one HEAD request).
     pull: str = "missing"
+    #: Layer blobs fetched at once from a registry (`--max-parallel-downloads`); 1: one
+    #: after the other, each streamed as it is applied.
+    parallel_downloads: int = 3
     #: Attempts per request on dropped connections and 5xx/429 answers.
     retries: int = 5
     #: Seconds to wait for a connection and between bytes.

@@ -115,6 +115,23 @@ class BlobCache:
 
         The caller verifies what it writes before leaving the block.
         """
+        with self._writing(digest) as (file, _):
+            yield file.write
+
+    @contextlib.contextmanager
+    def spool(self, digest: Digest) -> Iterator[tuple[Callable[[bytes], None], str]]:
+        """`writer` for a blob that another thread reads as it grows: every write is
+        flushed, and the path of the file being written is given too."""
+        with self._writing(digest) as (file, path):
+
+            def write(data: bytes) -> None:
+                file.write(data)
+                file.flush()
+
+            yield write, path
+
+    @contextlib.contextmanager
+    def _writing(self, digest: Digest) -> Iterator[tuple[Any, str]]:
         directory = os.path.dirname(self._blob_path(digest))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -124,7 +141,7 @@ class BlobCache:
         kept = False
         try:
             with os.fdopen(fd, "wb") as file:
-                yield file.write
+                yield file, temp
             os.chmod(temp, 0o644)
             os.replace(temp, self._blob_path(digest))
             kept = True

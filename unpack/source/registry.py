@@ -24,6 +24,7 @@ from unpack.image.descriptor import Descriptor
 from unpack.image.documents import MAX_DOCUMENT_SIZE, REF_NAME, Index, parse_json_object
 from unpack.source.base import SourceBase, SourceOptions
 from unpack.source.cache import BlobCache
+from unpack.source.downloads import Downloads
 from unpack.source.registry_client import DOCUMENT_TYPES, MANIFEST_ACCEPT, RegistryClient
 from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest, verified, verify_bytes
@@ -40,8 +41,17 @@ class RegistrySource(SourceBase):
         self.cache = BlobCache(options.cache) if options.cache else None
         self._documents: dict[Digest, bytes] = {}
         self._top: Descriptor | None = None
+        self.options = options
+        self._ahead: Downloads | None = None
+
+    def abort(self) -> None:
+        self.client.abort()
+        if self._ahead is not None:
+            self._ahead.stop()
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
         self.client.close()
         if self.cache is not None:
             self.cache.close()
@@ -170,11 +180,37 @@ class RegistrySource(SourceBase):
         """An http(s) URL outside the registry API (lookaside signatures); None on 404."""
         return self.client.fetch_url(url, what, limit)
 
+    # -- parallel downloads
+    def download_ahead(self, layers: list[tuple[Descriptor, str]], spool: str,
+                       parallel: int) -> Downloads | None:
+        """Start fetching the layer blobs the cache lacks, `parallel` at once (see
+        `downloads`; each comes with the label its errors start with); None when fewer
+        than two connections are allowed. The caller closes it."""
+        needed = [(d, label) for d, label in layers
+                  if self.cache is None or not self.cache.has(d)]
+        if parallel < 2 or not needed:
+            return None
+        keep = self.cache.spool if self.cache is not None else None
+        self._ahead = Downloads(needed, spool, self._connect, keep, parallel)
+        return self._ahead
+
+    def _connect(self) -> RegistryClient:
+        """A connection of its own for a download thread, already authorised."""
+        return RegistryClient(self.reference, self.options, parent=self.client)
+
     def blob_chunks(
         self, descriptor: Descriptor, observe: Callable[[int], None] | None = None
     ) -> Iterator[bytes]:
         if self.cache is not None and self.cache.has(descriptor):
             return self.cache.blob_chunks(descriptor, observe)
+        if self._ahead is not None and self._ahead.has(descriptor):
+            return self._ahead.chunks(descriptor, lambda: self._fetched(descriptor, observe),
+                                      observe)
+        return self._fetched(descriptor, observe)
+
+    def _fetched(self, descriptor: Descriptor, observe: Callable[[int], None] | None
+                 ) -> Iterator[bytes]:
+        """A blob straight from the network, verified (and kept in the cache, if any)."""
         what = f"blob {descriptor.digest} ({descriptor.media_type}) from {self.path}"
         stream = verified(
             self.client.blob_stream(descriptor, observe), descriptor.digest, descriptor.size, what

@@ -18,9 +18,11 @@ through verification and decompression without ever being stored.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -104,7 +106,10 @@ class _ContextAdapter(HTTPAdapter):
 class RegistryClient:
     """HTTP to one repository of one registry: auth, retries, scheme fallback."""
 
-    def __init__(self, reference: RegistryReference, options: SourceOptions) -> None:
+    def __init__(self, reference: RegistryReference, options: SourceOptions,
+                 parent: RegistryClient | None = None) -> None:
+        """`parent`: a client whose credentials, scheme and Authorization header this one
+        starts with (a connection pool of its own for another thread, no new token)."""
         self.reference = reference
         self.options = options
         self.session = requests.Session()
@@ -117,7 +122,9 @@ class RegistryClient:
         if context is not None:
             self.session.mount("https://", _ContextAdapter(context))
         credentials: Credentials | None
-        if options.creds is not None:
+        if parent is not None:
+            credentials = parent.auth.credentials
+        elif options.creds is not None:
             credentials = parse_creds(options.creds)
         else:
             credentials = find_credentials(
@@ -128,11 +135,30 @@ class RegistryClient:
             verify=options.tls_verify,
         )
         self._scheme: str | None = None
+        self._streaming: requests.Response | None = None  # the blob being received, if any
+        self._aborted = False
+        if parent is not None:
+            self._scheme, self.auth.header = parent._scheme, parent.auth.header
         #: How many HTTP requests were sent (token requests aside).
         self.requests_sent = 0
 
     def close(self) -> None:
         self.session.close()
+
+    def abort(self) -> None:
+        """From another thread: cut the connection a blob is received on, and send no
+        more requests (a download that is no longer wanted ends now, not at its end)."""
+        self._aborted = True
+        response = self._streaming
+        if response is None:
+            return
+        try:
+            fd = response.raw.fileno()
+        except (OSError, ValueError, AttributeError):  # it ended meanwhile (http.client
+            return                                     # drops its file: AttributeError)
+        with (contextlib.suppress(OSError),
+              socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock):
+            sock.shutdown(socket.SHUT_RDWR)  # the connection, whichever fd refers to it
 
     def url(self, kind: str, ref: str) -> str:
         return f"{self._base()}/v2/{self.reference.repository}/{kind}/{ref}"
@@ -165,6 +191,8 @@ class RegistryClient:
         attempts = 0
         auth_rounds = 0
         while True:
+            if self._aborted:
+                raise NetworkError(f"{where}: stopped")
             attempts += 1
             try:
                 self.requests_sent += 1
@@ -306,7 +334,10 @@ class RegistryClient:
             if response.status_code == 206 and not _range_starts_at(response, received):
                 response.close()
                 raise NetworkError(f"{what}: the server answered a different range than asked")
+            self._streaming = response
             try:
+                if self._aborted:
+                    raise NetworkError(f"{what}: stopped")
                 with response:
                     for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
                         if skip:
@@ -327,6 +358,8 @@ class RegistryClient:
                     ) from None
                 _backoff(failures)
                 continue
+            finally:
+                self._streaming = None
             if received >= descriptor.size or skip:
                 return  # complete (verified() judges), or shorter than the skip: let it fail
             failures += 1  # the body ended early without an error: resume

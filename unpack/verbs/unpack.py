@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from unpack.layer.applier import Applier
 from unpack.layer.stream import LayerStream
 from unpack.progress import Progress
 from unpack.source import ImageReference, SourceOptions, open_source
+from unpack.source.downloads import spool_directory
 from unpack.trust.decide import (
     SignatureReport,
     TrustOptions,
@@ -126,9 +128,12 @@ def _unpack(
             rootless = os.geteuid() != 0 if options.rootless is None else options.rootless
             with _open_rootfs(rootfs_path, options, rootless, warn) as rootfs:
                 applier = Applier(rootfs, warn=warn)
-                for number, layer in enumerate(image.layers, 1):
-                    where = f"layer {number}/{len(image.layers)}"
-                    report.layers.append(_apply_layer(source, layer, applier, progress, where))
+                count = len(image.layers)
+                places = [f"layer {number}/{count}" for number in range(1, count + 1)]
+                with _downloads_ahead(source, image, places, bundle.path, options.source):
+                    for where, layer in zip(places, image.layers, strict=True):
+                        report.layers.append(
+                            _apply_layer(source, layer, applier, progress, where))
                 applier.finish()
                 if options.write_config:
                     runtime = _runtime_options(options, rootless)
@@ -159,6 +164,19 @@ def _check_signatures(
     image = PolicyImage(subject, resolved.data, digest,
                         signature_fetcher(reference, source, subject, digest, options))
     return check_image(policy, image)
+
+
+def _downloads_ahead(source: Source, image: Image, places: list[str], bundle: str,
+                     options: SourceOptions) -> contextlib.AbstractContextManager[object]:
+    """Parallel downloads of a registry image's layers, spooled in the bundle's temporary
+    directory (removed when the block ends, whatever ends it); nothing for local sources."""
+    download_ahead = getattr(source, "download_ahead", None)
+    if download_ahead is None:
+        return contextlib.nullcontext()
+    layers = [(layer.descriptor, _layer_label(where, layer))
+              for where, layer in zip(places, image.layers, strict=True)]
+    downloads = download_ahead(layers, spool_directory(bundle), options.parallel_downloads)
+    return contextlib.nullcontext() if downloads is None else downloads
 
 
 def _open_rootfs(
@@ -196,6 +214,11 @@ def _subid(path: str, uid: int) -> tuple[int, int] | None:
         return None
 
 
+def _layer_label(where: str, layer: Layer) -> str:
+    """How errors name a layer: its place and digest ("layer 2/5 sha256:…")."""
+    return f"{where} {layer.descriptor.digest}"
+
+
 def _apply_layer(
     source: Source, layer: Layer, applier: Applier, progress: Progress, where: str
 ) -> LayerReport:
@@ -205,7 +228,7 @@ def _apply_layer(
     )
     started = time.monotonic()
     progress.start(f"{where} {descriptor.digest.short()}", descriptor.size)
-    stream = LayerStream(source, layer, f"{where} {descriptor.digest}", progress.advance)
+    stream = LayerStream(source, layer, _layer_label(where, layer), progress.advance)
     with stream as entries:
         report.entries = applier.apply_layer(entries)
     report.uncompressed_size = stream.uncompressed_size

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench import images as gen
-from bench import methods, report, run
+from bench import methods, pull, report, run
 
 EPILOG = """\
 methods (--methods, comma-separated; default all):
@@ -26,10 +26,19 @@ methods (--methods, comma-separated; default all):
 umoci 0.4.7 cannot read zstd layers: for a zstd image umoci runs on the gzip
 layout of the same content (marked *).
 
+scenarios (--scenario, comma-separated; default local):
+  local   the methods above on each image's layout
+  pull    pull + unpack from Debian's docker-registry on 127.0.0.1, behind a proxy
+          sending each TCP connection at most --rate MB/s after --first-byte ms:
+          oci-unpack docker://... against skopeo copy + umoci unpack, and against
+          the ideal max(3 connections biggest layer first, the local unpack)
+          (images: --only, default pyimage-gzip; needs docker-registry, skopeo, umoci)
+
 images (--only, comma-separated names or bases; default all):
   pyimage-{gzip,zstd,tar}     6 layers, ~52k entries, ~690 MB at scale 1
   smallfiles-{gzip,zstd,tar}  ~100k files of 0-2 KiB
   bigfile-{gzip,zstd,tar}     ~1 GiB in 4 files
+  manyfiles-{gzip,zstd,tar}   1,000,000 empty files in 1,000 directories
 They are generated deterministically under IMAGES/scale-S/ on first use (a few
 minutes and ~4 GB at scale 1) and reused while the generator version matches.
 
@@ -46,6 +55,7 @@ examples:
   python -m bench --scale 0.1 -n 1 --settle 2          # a quick look (rough)
   python -m bench --only pyimage-gzip,bigfile-zstd --json results.json
   python -m bench --build-only                         # just generate the images
+  python -m bench --scenario pull -n 3                 # the registry scenario
 """
 
 
@@ -79,7 +89,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="also compare file contents (sha256) with umoci's tree")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write all results here")
     ap.add_argument("--build-only", action="store_true", help="build the images and stop")
+    ap.add_argument("--scenario", default="local", metavar="NAMES",
+                    help="local, pull or both (default: local; see 'scenarios' below)")
+    ap.add_argument("--rate", type=float, default=pull.RATE / 1e6, metavar="MB/S",
+                    help="pull: bytes per second of each connection, in MB (default: %(default)g)")
+    ap.add_argument("--first-byte", type=float, default=pull.FIRST_BYTE * 1000, metavar="MS",
+                    help="pull: delay before each answer's first byte (default: %(default)g)")
     args = ap.parse_args(argv)
+    args.scenarios = [s for s in args.scenario.split(",") if s]
+    if not args.scenarios or any(s not in ("local", "pull") for s in args.scenarios):
+        ap.error("--scenario takes local, pull or local,pull")
+    if args.rate <= 0 or args.first_byte < 0:
+        ap.error("--rate must be > 0 and --first-byte >= 0")
     if args.scale <= 0 or args.n < 1 or min(args.warmup, args.settle, args.keep_gb) < 0:
         ap.error("--scale must be > 0, -n >= 1, --warmup, --settle and --keep-gb >= 0")
     args.methods = [m for m in args.methods.split(",") if m]
@@ -93,13 +114,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown image(s) {', '.join(bad)}; choose from {', '.join(names)}")
     args.oci = shlex.split(args.oci_unpack) if args.oci_unpack else methods.oci_unpack_argv()
     args.names = [n for n in names if not want or n in want or n.rpartition("-")[0] in want]
+    args.local_names = args.names if "local" in args.scenarios else []
+    args.pull_names = ((args.names if want else ["pyimage-gzip"])
+                       if "pull" in args.scenarios else [])
     return args
+
+
+def missing_pull_tools(args: argparse.Namespace, out: list[str]) -> bool:
+    """Note in the report what the pull scenario lacks; whether anything is."""
+    lacking = pull.missing_tools() if args.pull_names else []
+    out += [f"- pull scenario skipped: {note}" for note in lacking]
+    return bool(lacking)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    bases = sorted({n.rpartition("-")[0] for n in args.names}, key=gen.BASES.index)
+    wanted = args.local_names + args.pull_names
+    bases = sorted({n.rpartition("-")[0] for n in wanted}, key=gen.BASES.index)
     stamp = gen.build(args.images, args.scale, bases, log)
     if args.build_only:
         return 0
@@ -121,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, object]] = {}
     start = time.monotonic()
     try:
-        for name in args.names:
+        for name in args.local_names:
             image = images[name]
             log(f"{name}: {image.info['entries']} entries, {len(image.blobs)} layers")
             image_notes = [n for n in notes if n.startswith("time")]  # others: by plan()
@@ -133,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
             out.append(report.table(image, summaries, verify, image_notes))
             results[name] = {"info": {k: v for k, v in image.info.items() if k != "layers"},
                              "verify": verify, "methods": summaries}
+        lacking = missing_pull_tools(args, out)
+        for name in [] if lacking else args.pull_names:
+            image = images[name]
+            log(f"pull {name}: {len(image.blobs)} layers through a {args.rate:g} MB/s proxy")
+            with pull.served(image, workdir, args.rate * 1e6, args.first_byte / 1000) as ref:
+                plans = pull.plans(image, images, ref, args.oci)
+                verify = runner.measure(image, images, plans, args.n, args.warmup)
+            log(f"  {verify}")
+            summaries = {p.method: run.summary(p) for p in plans}
+            out.append(pull.table(image, summaries, verify, args.rate * 1e6,
+                                  args.first_byte / 1000))
+            results[f"pull {name}"] = {"verify": verify, "methods": summaries}
     finally:
         if runner.purge(settle=False):
             last_purge.write_text(f"{time.time()}\n")

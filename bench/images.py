@@ -6,6 +6,8 @@
   whiteouts, an opaque directory and type changes (symlink <-> file) across layers.
 * ``smallfiles``: ~100k files of 0-2 KiB in one layer.
 * ``bigfile``: ~1 GiB in four files (random, ELF-like, text, mixed) in one layer.
+* ``manyfiles``: 1,000,000 empty files in 1,000 directories, one layer (a node_modules-
+  sized tree, ~7 MB gzip): memory and time must stay flat in the number of entries.
 
 Each is written as three layouts, ``NAME-gzip``, ``NAME-zstd`` and ``NAME-tar`` (tag
 ``latest``), under ``IMAGES/scale-S/``; ``stamp.json`` there records the generator version,
@@ -27,7 +29,7 @@ from bench.content import _WORDS
 from bench.writer import COMPRESSIONS, Layer, write_image
 
 GENERATOR_VERSION = 1
-BASES = ("pyimage", "smallfiles", "bigfile")
+BASES = ("pyimage", "smallfiles", "bigfile", "manyfiles")
 SITE = "usr/local/lib/python3.11/site-packages"
 STDLIB = "usr/local/lib/python3.11"
 _NAMES = [w for w in _WORDS if w.isidentifier() and len(w) >= 3]
@@ -227,14 +229,25 @@ def bigfile(scale: float) -> list[Layer]:
     return [layer]
 
 
+def manyfiles(scale: float) -> list[Layer]:
+    """A million empty files, a thousand per directory."""
+    layer = Layer("manyfiles/1", "manyfiles:1")
+    g = _Gen(layer, scale)
+    directories = g.n(1000)
+    for i in range(g.n(1_000_000)):
+        layer.file(f"node_modules/m{i % directories:04d}/f{i}", 0, "text")
+    return [layer]
+
+
 BUILDERS: dict[str, Callable[[float], list[Layer]]] = {
-    "pyimage": pyimage, "smallfiles": smallfiles, "bigfile": bigfile}
+    "pyimage": pyimage, "smallfiles": smallfiles, "bigfile": bigfile, "manyfiles": manyfiles}
 CONFIGS: dict[str, dict[str, Any]] = {
     "pyimage": {"config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
                            "Cmd": ["/app/bin/run"], "WorkingDir": "/app", "User": "1000:1000"}},
     "smallfiles": {"config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]}},
     "bigfile": {"config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"],
                            "WorkingDir": "/models"}},
+    "manyfiles": {"config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]}},
 }
 
 

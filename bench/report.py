@@ -79,11 +79,11 @@ def verdict(ref: dict[str, tuple[Any, ...]], got: dict[str, tuple[Any, ...]],
             + "\n".join(f"  {line}" for line in shown))
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     if not a or not b or not a.get("median") or not b.get("median"):
         return "-"
     return f"{a['median'] / b['median']:.2f}x"
@@ -104,9 +104,9 @@ def table(image: Any, results: dict[str, dict[str, Any]], verify: str,
             lines.append(f"| {res['label']} | FAILED | | | | |")
             continue
         rss = res.get("rss_mb")
-        lines.append(f"| {res['label']} | {_fmt(res.get('median'))} | {_fmt(res.get('cpu'))} | "
-                     f"{_fmt(rss, 0) if rss else '-'} | {_ratio(res, umoci)} | "
-                     f"{_ratio(res, floor)} |")
+        lines.append(f"| {res['label']} | {fmt(res.get('median'))} | {fmt(res.get('cpu'))} | "
+                     f"{fmt(rss, 0) if rss else '-'} | {ratio(res, umoci)} | "
+                     f"{ratio(res, floor)} |")
     lines += ["", verify]
     if any(res["label"].endswith("*") for res in results.values()):
         notes = [*notes, f"\\* umoci 0.4.7 cannot read zstd layers: measured on "

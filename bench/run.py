@@ -182,7 +182,7 @@ class Runner:
                 if p.failed:
                     continue
                 keep = None
-                if r == 0 and p.method in ("oci-unpack", "oci-unpack-raw") and "tree" not in ours:
+                if r == 0 and "oci-unpack" in p.method and "tree" not in ours:
                     def keep(root: Path) -> None:
                         ours["tree"] = report.listing(root, self.content)
                 elif r == 0 and p.method.startswith("umoci") and p.source.base not in self.refs:

@@ -156,3 +156,35 @@ def test_runner_smoke_on_one_tiny_image(tiny: Path, tmp_path: Path) -> None:
     assert all(len(m["runs"]) == 1 and m["median"] > 0 and not m["failed"]
                for m in methods.values())
     assert not (tiny / "work").exists()  # its own work dir, removed when empty
+
+
+def test_ideal_transfer_fetches_the_biggest_first() -> None:
+    from bench.pull import ideal_transfer
+
+    sizes = [20, 60, 20, 20]  # bytes, at 10 bytes/s: 6 s for the big one
+    assert ideal_transfer(sizes, rate=10, first_byte=0, connections=3) == 6.0
+    assert ideal_transfer(sizes, rate=10, first_byte=0.5, connections=1) == 14.0
+    assert ideal_transfer(sizes, rate=10, first_byte=0, connections=2) == 6.0  # 60 | 20+20+20
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("docker-registry", "skopeo", "umoci")),
+                    reason="the pull scenario needs docker-registry, skopeo and umoci "
+                           "(apt-get install docker-registry skopeo umoci)")
+def test_pull_scenario_smoke(tiny: Path, tmp_path: Path) -> None:
+    """The registry and the proxy start, every method pulls, the tree verifies, all stop."""
+    out = tmp_path / "results.json"
+    result = bench_cli("--images", tiny, "--scale", SCALE, "--scenario", "pull", "-n", "1",
+                       "--warmup", "0", "--settle", "0", "--rate", "100", "--json", out)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "#### pull pyimage-gzip: 6 layers" in text and "each connection 100 MB/s" in text
+    assert "| method | median s | CPU s | peak RSS MB | vs skopeo + umoci | vs ideal |" in text
+    rows = [line.split("|")[1].strip() for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+    assert rows == ["oci-unpack docker://…", "skopeo copy docker://… oci:… && umoci unpack",
+                    "oci-unpack (local layout: the unpack alone)"]
+    assert "verify ok: oci-unpack's rootfs equals umoci's" in text
+    assert "Ideal " in text and "biggest layer first" in text
+    methods = json.loads(out.read_text())["images"]["pull pyimage-gzip"]["methods"]
+    assert all(len(m["runs"]) == 1 and not m["failed"] for m in methods.values())
+    assert not (tiny / "work").exists()  # the registry's directory went with the work dir

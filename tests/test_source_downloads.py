@@ -26,7 +26,7 @@ from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, dirent, reg
 from unpack.errors import NetworkError, VerificationError
 from unpack.image.descriptor import Descriptor
-from unpack.source.downloads import Downloads
+from unpack.source.downloads import Downloads, PrivateSpool
 from unpack.verify import Digest
 
 LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -49,9 +49,12 @@ def _blob(data: bytes) -> Descriptor:
 class FakeRegistry:
     """Blobs served in 1000-byte chunks; a blob can be held back until released, or fail."""
 
+    ranges_ignored = False
+
     def __init__(self, blobs: list[bytes]) -> None:
         self.blobs = {_blob(b).digest: b for b in blobs}
         self.fetched: list[Digest] = []
+        self.ranges: list[tuple[int, int]] = []
         self.held: dict[Digest, threading.Event] = {}
         self.failing: set[Digest] = set()
         self.connections = 0
@@ -60,15 +63,18 @@ class FakeRegistry:
         self.connections += 1
         return self
 
-    def blob_stream(self, descriptor: Descriptor, observe: None) -> Iterator[bytes]:
+    def blob_stream(self, descriptor: Descriptor, observe: None, start: int = 0,
+                    end: int | None = None) -> Iterator[bytes]:
         self.fetched.append(descriptor.digest)
         data = self.blobs[descriptor.digest]
+        end = len(data) if end is None else end
+        self.ranges.append((start, end))
         if descriptor.digest in self.failing:
             raise NetworkError("127.0.0.1: GET blob: HTTP 500")
-        for start in range(0, len(data), 1000):
-            if start and descriptor.digest in self.held:
+        for offset in range(start, end, 1000):
+            if offset > start and descriptor.digest in self.held:
                 assert self.held[descriptor.digest].wait(30)
-            yield data[start:start + 1000]
+            yield data[offset:min(offset + 1000, end)]
 
     def abort(self) -> None:
         for event in self.held.values():
@@ -87,26 +93,59 @@ def _layers(blobs: list[bytes]) -> list[tuple[Descriptor, str]]:
             for n, b in enumerate(blobs, 1)]
 
 
+def _downloads(layers: list[tuple[Descriptor, str]], tmp_path: Path, registry: FakeRegistry,
+               **options: int) -> Downloads:
+    return Downloads(layers, PrivateSpool(str(tmp_path / "spool")), registry.connect, **options)
+
+
 def _read_all(downloads: Downloads, registry: FakeRegistry, descriptor: Descriptor) -> bytes:
     return b"".join(downloads.chunks(descriptor, lambda: registry.direct(descriptor)))
 
 
-def test_one_worker_fetches_the_biggest_first(tmp_path: Path) -> None:
+def test_the_layers_are_fetched_in_the_order_they_are_applied(tmp_path: Path) -> None:
+    """One connection, three small layers (none worth splitting): b and c are fetched in
+    order while the applier still waits for a; each is fetched once."""
     blobs = [_noise(3_000, b"a"), _noise(9_000, b"b"), _noise(5_000, b"c")]
     registry = FakeRegistry(blobs)
     layers = _layers(blobs)
-    hold = registry.held[layers[2][0].digest] = threading.Event()
-    with Downloads(layers, str(tmp_path / "spool"), registry.connect, parallel=1) as downloads:
-        # The worker takes b (biggest), then c (held after its first chunk); the applier
-        # finds a still pending and streams it itself.
-        deadline = time.monotonic() + 30
-        while len(registry.fetched) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert registry.fetched == [layers[1][0].digest, layers[2][0].digest]
-        hold.set()
+    spool = PrivateSpool(str(tmp_path / "spool"))
+    with Downloads(layers, spool, registry.connect, parallel=1) as downloads:
         assert [_read_all(downloads, registry, d) for d, _ in layers] == blobs
-    assert sorted(map(str, registry.fetched)) == sorted(str(d.digest) for d, _ in layers)
+    assert registry.fetched == [d.digest for d, _ in layers]
     assert registry.connections == 1
+    assert not (tmp_path / "spool").exists()
+
+
+def test_without_range_support_the_biggest_goes_first(tmp_path: Path) -> None:
+    """Once an answer shows Range is ignored, nothing is split and the biggest layer left
+    goes first (c before b)."""
+    blobs = [_noise(3_000, b"a"), _noise(5_000, b"b"), _noise(9_000, b"c")]
+    registry = FakeRegistry(blobs)
+    registry.ranges_ignored = True
+    layers = _layers(blobs)
+    with _downloads(layers, tmp_path, registry, parallel=1) as downloads:
+        assert [_read_all(downloads, registry, d) for d, _ in layers] == blobs
+    assert registry.fetched == [layers[0][0].digest, layers[2][0].digest, layers[1][0].digest]
+
+
+def test_idle_connections_take_over_halves_of_a_big_download(tmp_path: Path) -> None:
+    """One blob, three connections: the first fetches from the start, each idle one takes
+    the second half of the biggest rest (a ranged request); the bytes come out whole."""
+    blob = _noise(64_000, b"big")
+    registry = FakeRegistry([blob])
+    layers = _layers([blob])
+    hold = registry.held[layers[0][0].digest] = threading.Event()
+    spool = PrivateSpool(str(tmp_path / "spool"))
+    with Downloads(layers, spool, registry.connect, parallel=3, min_split=8_000) as downloads:
+        deadline = time.monotonic() + 30
+        while len(registry.ranges) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        hold.set()
+        assert _read_all(downloads, registry, layers[0][0]) == blob
+    first, second, third = registry.ranges[:3]  # (finished workers may split again)
+    assert first == (0, 64_000)
+    assert second[1] == 64_000 and second[0] in (32_000, 32_500)  # half of what was left
+    assert third[1] == second[0] and 0 < third[0] < third[1]  # half of the biggest rest
     assert not (tmp_path / "spool").exists()
 
 
@@ -116,7 +155,7 @@ def test_a_layer_is_read_while_it_downloads(tmp_path: Path) -> None:
     registry = FakeRegistry(blobs)
     layers = _layers(blobs)
     hold = registry.held[layers[0][0].digest] = threading.Event()
-    with Downloads(layers, str(tmp_path / "spool"), registry.connect, parallel=2) as downloads:
+    with _downloads(layers, tmp_path, registry, parallel=2) as downloads:
         chunks = downloads.chunks(layers[0][0], lambda: registry.direct(layers[0][0]))
         assert next(chunks) == blobs[0][:1000]  # before the download could finish
         hold.set()
@@ -132,7 +171,7 @@ def test_a_later_layer_that_fails_ends_the_current_one(tmp_path: Path) -> None:
     layers = _layers(blobs)
     registry.held[layers[0][0].digest] = threading.Event()  # never released
     registry.failing.add(layers[1][0].digest)
-    with Downloads(layers, str(tmp_path / "spool"), registry.connect, parallel=2) as downloads:
+    with _downloads(layers, tmp_path, registry, parallel=2) as downloads:
         with pytest.raises(NetworkError) as raised:
             _read_all(downloads, registry, layers[0][0])
         registry.held[layers[0][0].digest].set()
@@ -144,7 +183,7 @@ def test_a_corrupt_download_is_a_verification_error(tmp_path: Path) -> None:
     layers = _layers(blobs)
     registry = FakeRegistry([])
     registry.blobs[layers[0][0].digest] = _noise(4_000, b"evil")
-    with (Downloads(layers, str(tmp_path / "spool"), registry.connect, parallel=2) as downloads,
+    with (_downloads(layers, tmp_path, registry, parallel=2) as downloads,
           pytest.raises(VerificationError) as raised):
         _read_all(downloads, registry, layers[0][0])
     assert str(raised.value).startswith(f"{layers[0][1]}: blob ({LAYER}): digest is sha256:")
@@ -154,7 +193,7 @@ def test_a_repeated_layer_is_fetched_once(tmp_path: Path) -> None:
     blob = _noise(5_000, b"same")
     registry = FakeRegistry([blob])
     layers = _layers([blob, blob])
-    with Downloads(layers, str(tmp_path / "spool"), registry.connect, parallel=2) as downloads:
+    with _downloads(layers, tmp_path, registry, parallel=2) as downloads:
         deadline = time.monotonic() + 30
         while not registry.fetched and time.monotonic() < deadline:
             time.sleep(0.01)

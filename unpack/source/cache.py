@@ -115,40 +115,36 @@ class BlobCache:
 
         The caller verifies what it writes before leaving the block.
         """
-        with self._writing(digest) as (file, _):
-            yield file.write
+        fd, temp = self.spool_file(digest)
+        kept = False
+        try:
+            with os.fdopen(fd, "wb") as file:
+                yield file.write
+            kept = self.keep_spooled(temp, digest)
+        finally:
+            if not kept:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
 
-    @contextlib.contextmanager
-    def spool(self, digest: Digest) -> Iterator[tuple[Callable[[bytes], None], str]]:
-        """`writer` for a blob that another thread reads as it grows: every write is
-        flushed, and the path of the file being written is given too."""
-        with self._writing(digest) as (file, path):
-
-            def write(data: bytes) -> None:
-                file.write(data)
-                file.flush()
-
-            yield write, path
-
-    @contextlib.contextmanager
-    def _writing(self, digest: Digest) -> Iterator[tuple[Any, str]]:
+    # -- the spool of parallel downloads (`downloads.Spool`)
+    def spool_file(self, digest: Digest) -> tuple[int, str]:
+        """A temporary file beside the blob's final name: (read-write fd, path)."""
         directory = os.path.dirname(self._blob_path(digest))
         try:
             os.makedirs(directory, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{digest.hex[:16]}.")
         except OSError as error:
             raise FilesystemError(f"--cache {self.path}: {error.strerror or error}") from None
-        kept = False
-        try:
-            with os.fdopen(fd, "wb") as file:
-                yield file, temp
-            os.chmod(temp, 0o644)
-            os.replace(temp, self._blob_path(digest))
-            kept = True
-        finally:
-            if not kept:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
+        return fd, temp
+
+    def keep_spooled(self, path: str, digest: Digest) -> bool:
+        """A spool file, complete and verified, becomes the cached blob."""
+        os.chmod(path, 0o644)
+        os.replace(path, self._blob_path(digest))
+        return True
+
+    def remove_spool(self) -> None:
+        """Nothing: what was not kept is removed by its writer."""
 
     def _manifests(self) -> list[Any]:
         """The entries of index.json (none if it is unreadable)."""

@@ -24,7 +24,7 @@ from unpack.image.descriptor import Descriptor
 from unpack.image.documents import MAX_DOCUMENT_SIZE, REF_NAME, Index, parse_json_object
 from unpack.source.base import SourceBase, SourceOptions
 from unpack.source.cache import BlobCache
-from unpack.source.downloads import Downloads
+from unpack.source.downloads import Downloads, PrivateSpool
 from unpack.source.registry_client import DOCUMENT_TYPES, MANIFEST_ACCEPT, RegistryClient
 from unpack.source.registryref import RegistryReference
 from unpack.verify import Digest, verified, verify_bytes
@@ -190,8 +190,8 @@ class RegistrySource(SourceBase):
                   if self.cache is None or not self.cache.has(d)]
         if parallel < 2 or not needed:
             return None
-        keep = self.cache.spool if self.cache is not None else None
-        self._ahead = Downloads(needed, spool, self._connect, keep, parallel)
+        where = self.cache if self.cache is not None else PrivateSpool(spool)
+        self._ahead = Downloads(needed, where, self._connect, parallel)
         return self._ahead
 
     def _connect(self) -> RegistryClient:

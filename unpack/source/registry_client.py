@@ -137,6 +137,8 @@ class RegistryClient:
         self._scheme: str | None = None
         self._streaming: requests.Response | None = None  # the blob being received, if any
         self._aborted = False
+        #: A ranged request was answered with the whole blob (200): Range is not honoured.
+        self.ranges_ignored = False
         if parent is not None:
             self._scheme, self.auth.header = parent._scheme, parent.auth.header
         #: How many HTTP requests were sent (token requests aside).
@@ -317,20 +319,27 @@ class RegistryClient:
         return Digest.parse(digest), content_type, int(length)
 
     def blob_stream(
-        self, descriptor: Descriptor, observe: Callable[[int], None] | None
+        self, descriptor: Descriptor, observe: Callable[[int], None] | None,
+        start: int = 0, end: int | None = None,
     ) -> Iterator[bytes]:
-        """A blob's bytes from the network, resumed with Range after a dropped connection."""
+        """A blob's bytes from the network — all of them, or those in [start, end) — resumed
+        with Range after a dropped connection. A server that ignores Range is read from the
+        start (`ranges_ignored` then says so)."""
         what = f"blob {descriptor.digest}"
         url = self.url("blobs", str(descriptor.digest))
-        received = 0
+        stop = descriptor.size if end is None else end
+        received = start
         failures = 0
         while True:
             headers = {"Accept-Encoding": "identity"}
-            if received:
-                headers["Range"] = f"bytes={received}-"
+            if received or end is not None:
+                headers["Range"] = f"bytes={received}-{stop - 1}" if end is not None \
+                    else f"bytes={received}-"
             response = self.request("GET", url, headers, what)
-            self.check(response, what, (200, 206) if received else (200,))
+            self.check(response, what, (200, 206) if "Range" in headers else (200,))
             skip = received if response.status_code == 200 else 0
+            if skip:
+                self.ranges_ignored = True
             if response.status_code == 206 and not _range_starts_at(response, received):
                 response.close()
                 raise NetworkError(f"{what}: the server answered a different range than asked")
@@ -345,27 +354,30 @@ class RegistryClient:
                             chunk, skip = chunk[dropped:], skip - dropped
                             if not chunk:
                                 continue
+                        if end is not None and received + len(chunk) >= stop:
+                            chunk = chunk[: stop - received]
                         received += len(chunk)
                         if observe is not None:
                             observe(len(chunk))
                         yield chunk
+                        if end is not None and received >= stop:
+                            return
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
                 failures += 1
                 if failures >= self.options.retries:
                     raise NetworkError(
-                        f"{what}: connection lost after {received} bytes, {failures} times "
-                        f"({error_reason(error)})"
+                        f"{what}: connection lost after {received - start} bytes, {failures} "
+                        f"times ({error_reason(error)})"
                     ) from None
                 _backoff(failures)
                 continue
             finally:
                 self._streaming = None
-            if received >= descriptor.size or skip:
+            if received >= stop or skip:
                 return  # complete (verified() judges), or shorter than the skip: let it fail
             failures += 1  # the body ended early without an error: resume
             if failures >= self.options.retries:
                 return
-
 
 
 def _range_starts_at(response: requests.Response, start: int) -> bool:

@@ -312,6 +312,25 @@ def test_makes_plain_directories(target: tuple[int, Path]) -> None:
     assert sub.st_mtime_ns != 77 * 10**9
 
 
+def test_goes_down_and_back_up_within_what_it_made(target: tuple[int, Path]) -> None:
+    """Down into the directory it made last, back up to any directory of its walk; not
+    into a directory it did not make, nor above where it started."""
+    fd, path = target
+    data = build_tar([dirent("d/a"), reg("d/a/f", b"1"), dirent("d/a/b"), reg("d/a/b/g", b"2"),
+                      reg("d/a/h", b"3"), reg("d/j", b"4"), dirent("d/c"), reg("d/c/k", b"5"),
+                      reg("d/a/l", b"6")])  # fmt: skip
+    _, names, dirs, other = run_to(data, fd)
+    assert names == ["a", "a/f", "a/b", "a/b/g", "a/h", "j", "c", "c/k"]
+    assert [d[0] for d in dirs] == ["a", "a/b", "c"]
+    # d/a/l: d/a is no longer the directory made last in d/ (c is): left to Python
+    assert other == b"d/a/"
+    assert (path / "a/b/g").read_bytes() == b"2" and (path / "c/k").read_bytes() == b"5"
+    assert not (path / "a/l").exists()
+    # nor above where it started
+    assert run_to(build_tar([reg("d/x/m", b"7"), reg("d/n", b"8")]), fd, b"d/x/")[1:] \
+        == (["m"], [], b"d/")
+
+
 def test_a_directory_has_no_data_whatever_its_size_field(target: tuple[int, Path]) -> None:
     """As the reader (and Go) read it: the next header follows a directory's header."""
     fd = target[0]
@@ -363,16 +382,24 @@ def test_lane_directory(prefix: str, parts: tuple[str, ...] | None) -> None:
 def test_lane_goes_down_into_the_directories_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A chain of new directories, each with a file, is made without looking each one up
-    from the root: the lane opens the directory it just made from its parent."""
-    calls: list[str] = []
-    real = Rootfs.child_dir_fd
+    """A chain of new directories, each with a file, is made by one C call: it goes down
+    into each directory it just made (opened from its parent), with no lookup from the
+    root and no return to Python."""
+    runs: list[list[str]] = []
+    looked_up: list[str] = []
+    real_run, real_child = fastlane.create_run, Rootfs.child_dir_fd
 
-    def spy(self: Rootfs, parts: Any, parent: int, name: str) -> int:
-        calls.append(name)
-        return real(self, parts, parent, name)
+    def spy_run(*args: Any) -> tuple[Any, ...]:
+        made = real_run(*args)
+        runs.append(made[1])
+        return made
 
-    monkeypatch.setattr(Rootfs, "child_dir_fd", spy)
+    def spy_child(self: Rootfs, parts: Any, parent: int, name: str) -> int:
+        looked_up.append(name)
+        return real_child(self, parts, parent, name)
+
+    monkeypatch.setattr(fastlane, "create_run", spy_run)
+    monkeypatch.setattr(Rootfs, "child_dir_fd", spy_child)
     depth = [f"d{i}" for i in range(12)]
     layer = [dirent("top")]
     for i in range(1, len(depth) + 1):
@@ -380,7 +407,8 @@ def test_lane_goes_down_into_the_directories_it_made(
         layer += [dirent(path, mtime=100 + i), reg(path + "/f", mtime=200 + i)]
     outcome, snapshot = unpack_outcome([layer], True)
     assert outcome == "ok"
-    assert calls == depth
+    assert len(runs) == 1 and looked_up == []
+    assert runs[0][:4] == ["d0", "d0/f", "d0/d1", "d0/d1/f"] and len(runs[0]) == 24
     deepest = "rootfs/top/" + "/".join(depth)
     assert snapshot[deepest + "/f"].type == "file"
     assert snapshot[deepest].mtime_ns == (100 + len(depth)) * 10**9

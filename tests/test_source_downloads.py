@@ -145,7 +145,7 @@ def test_idle_connections_take_over_halves_of_a_big_download(tmp_path: Path) -> 
     first, second, third = registry.ranges[:3]  # (finished workers may split again)
     assert first == (0, 64_000)
     assert second[1] == 64_000 and second[0] in (32_000, 32_500)  # half of what was left
-    assert third[1] == second[0] and 0 < third[0] < third[1]  # half of the biggest rest
+    assert third[1] in (second[0], 64_000) and 0 < third[0] < third[1]  # of the biggest rest
     assert not (tmp_path / "spool").exists()
 
 

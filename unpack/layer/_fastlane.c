@@ -14,7 +14,9 @@
  *
  *   create_run(buffer, pos, dir_fd, prefix) -> (end, names, dirs, other_dir)
  *       make the plain entries from `pos` on that lie in directory `prefix` (the
- *       name of `dir_fd` in the tar, with its '/').
+ *       name of `dir_fd` in the tar, with its '/'), or in a directory the run
+ *       made there or below (it goes down into the directory it made last in a
+ *       directory of the walk, and back up to any directory of the walk).
  *
  * A plain entry is a ustar/v7 regular file ('0' or NUL) or directory ('5') with
  * plain octal fields and a valid checksum, permission bits only (no setuid,
@@ -39,9 +41,10 @@
  * reports the error itself.
  *
  * create_run returns the offset after the last entry taken; the names made, in
- * order; (name, inode, mtime) of the directories among them; and, when it
- * stopped at a plain entry of another directory, that directory as named (with
- * its '/'), so the caller may go on there; else None.
+ * order, as paths from `prefix` ("f", or "sub/f" below a directory it made);
+ * (path, inode, mtime) of the directories among them; and, when it stopped at a
+ * plain entry of a directory it could not go to, that directory as named (with its '/'),
+ * so the caller may go on there; else None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -311,19 +314,83 @@ static PyObject *parse_plain(PyObject *module, PyObject *args)
     return result;
 }
 
-/* The loop, without the GIL: make plain entries of `prefix` until one is not. */
+/* The directories a run works in: the one it was given (level 0), and below it the ones
+ * it made itself and went into, each opened from its parent (O_NOFOLLOW, one component).
+ * `path` holds the deepest one's name as in the tar, with its '/'; a level's name is its
+ * first `len` bytes. `last` is the directory the run made last in a level, if any. */
+#define MAX_DEPTH 64
+typedef struct {
+    int fd;
+    Py_ssize_t len;
+    const unsigned char *last;
+    Py_ssize_t last_len;
+} level;
+
+typedef struct {
+    level at[MAX_DEPTH];
+    int depth; /* the current level */
+    char path[PATH_MAX + 1];
+} walk;
+
+static void leave_to(walk *w, int depth)
+{
+    while (w->depth > depth)
+        close(w->at[w->depth--].fd);
+}
+
+/* Make `dir` (an entry's directory, with its '/') the current level, if it is a level of
+ * the walk or the directory the run made last in one: 1 if so, else 0. */
+static int go_to(walk *w, const unsigned char *dir, Py_ssize_t dir_len)
+{
+    for (int k = w->depth; k >= 0; k--) {
+        level *l = &w->at[k];
+        if (dir_len < l->len || memcmp(dir, w->path, (size_t)l->len) != 0)
+            continue;
+        if (dir_len == l->len) {
+            leave_to(w, k);
+            return 1;
+        }
+        if (l->last == NULL || dir_len != l->len + l->last_len + 1
+            || memcmp(dir + l->len, l->last, (size_t)l->last_len) != 0
+            || k + 1 >= MAX_DEPTH || dir_len > PATH_MAX)
+            return 0;
+        char base[NAME_MAX + 1];
+        memcpy(base, l->last, (size_t)l->last_len);
+        base[l->last_len] = '\0';
+        int fd = openat(l->fd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return 0;
+        leave_to(w, k);
+        memcpy(w->path + l->len, dir + l->len, (size_t)(dir_len - l->len));
+        w->at[++w->depth] = (level){fd, dir_len, NULL, 0};
+        return 1;
+    }
+    return 0;
+}
+
+/* The loop, without the GIL: make plain entries of `prefix`, and of the directories it
+ * makes there and below, until one is not. */
 static Py_ssize_t run_loop(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int dir_fd,
                            const char *pre, Py_ssize_t pre_len, made_name *made,
                            Py_ssize_t *count, const unsigned char **other,
                            Py_ssize_t *other_len)
 {
     plain_entry e;
+    walk w;
+    if (pre_len > PATH_MAX)
+        return pos;
+    memcpy(w.path, pre, (size_t)pre_len);
+    w.depth = 0;
+    w.at[0] = (level){dir_fd, pre_len, NULL, 0};
     while (next_plain(buf, len, pos, &e)) {
-        if (e.base_off != pre_len || memcmp(e.name, pre, (size_t)pre_len) != 0) {
+        level *here = &w.at[w.depth];
+        if ((e.base_off != here->len || memcmp(e.name, w.path, (size_t)here->len) != 0)
+            && !go_to(&w, e.name, e.base_off)) {
             *other = e.name; /* a plain entry, but in another directory */
             *other_len = e.base_off;
             break;
         }
+        here = &w.at[w.depth];
         Py_ssize_t base_len = e.name_len - e.base_off;
         char base[NAME_MAX + 1];
         if (base_len > NAME_MAX)
@@ -331,13 +398,20 @@ static Py_ssize_t run_loop(const unsigned char *buf, Py_ssize_t len, Py_ssize_t 
         memcpy(base, e.name + e.base_off, (size_t)base_len);
         base[base_len] = '\0';
         unsigned long long inode = 0;
-        if (e.is_dir ? !make_dir(dir_fd, base, &e, &inode)
-                     : !make_file(dir_fd, base, &e, buf + e.data_off))
+        if (e.is_dir ? !make_dir(here->fd, base, &e, &inode)
+                     : !make_file(here->fd, base, &e, buf + e.data_off))
             break;
-        made[*count] = (made_name){(e.name - buf) + e.base_off, base_len, e.is_dir, inode, e.mtime};
+        if (e.is_dir) {
+            here->last = e.name + e.base_off;
+            here->last_len = base_len;
+        }
+        /* named from level 0's directory: "f" there, "sub/f" below */
+        made[*count] = (made_name){(e.name - buf) + pre_len, e.name_len - pre_len, e.is_dir,
+                                   inode, e.mtime};
         (*count)++;
         pos = e.end;
     }
+    leave_to(&w, 0);
     return pos;
 }
 

@@ -75,18 +75,37 @@ class Applier:
         same inode; one named through a symlink that a later entry changed is not
         found, and keeps the time of the run (containerd's archive code, which also
         sets directory times by path at the end, does the same)."""
+        by_parent: dict[str, list[tuple[str, int, int, int]]] = {}
         for inode, (path, atime_ns, mtime_ns) in self._dir_times.items():
+            parent, _, name = path.rpartition("/")
+            by_parent.setdefault(parent, []).append((name, inode, atime_ns, mtime_ns))
+        for parent, children in by_parent.items():  # each parent opened once
             try:
-                fd = self.rootfs.open_dir(path.split("/") if path else ())
-            except LayerError:  # a symlink on the way now loops: not that directory
+                fd = self.rootfs.open_dir(parent.split("/") if parent else ())
+            except LayerError:  # a symlink on the way now loops: not those directories
                 continue
             if fd is None:
                 continue
             try:
-                if os.fstat(fd).st_ino == inode:
-                    os.utime(fd, ns=(atime_ns, mtime_ns))
+                for name, inode, atime_ns, mtime_ns in children:
+                    self._set_dir_times(fd, name, inode, (atime_ns, mtime_ns))
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _set_dir_times(parent: int, name: str, inode: int, times: tuple[int, int]) -> None:
+        """Set the times of `name` in `parent` ("" is `parent` itself), if it is still the
+        directory `inode` (never through a symlink)."""
+        if not name:
+            if os.fstat(parent).st_ino == inode:
+                os.utime(parent, ns=times)
+            return
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if info.st_ino == inode and stat.S_ISDIR(info.st_mode):
+            os.utime(name, ns=times, dir_fd=parent, follow_symlinks=False)
 
     # -- dispatch -------------------------------------------------------------
 
@@ -126,14 +145,14 @@ class Applier:
 
         A directory the lane itself just made lies right below one already noted, so
         it joins the ancestors without a walk up."""
-        for name, inode, mtime in run.dirs:
+        for path, inode, mtime in run.dirs:
             mtime_ns = mtime * 1_000_000_000
-            self._remember_dir_times(inode, (*run.parts, name), mtime_ns, mtime_ns)
+            self._remember_dir_times(inode, (*run.parts, *path.split("/")), mtime_ns, mtime_ns)
             self._fresh.add(inode)
         parent_inode = self.rootfs.dir_inode(run.directory)
         if parent_inode in self._fresh:
             return
-        self._written.setdefault(parent_inode, set()).update(run.names)
+        self._written.setdefault(parent_inode, set()).update(run.own_names())
         if run.below_previous:
             self._ancestors.add(parent_inode)
         elif parent_inode not in self._ancestors:

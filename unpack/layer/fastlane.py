@@ -1,5 +1,5 @@
 """The fast lane: the plain files and directories after a created entry are made by C
-code (`_fastlane.c`), a run per call.
+code (`_fastlane.c`), a run per call — in one directory and the tree the run makes below it.
 
 Layers are sorted, so most entries are plain files and directories right after their
 parent. Each costs the Python path ~25 µs of parsing, admission and dispatch; in C it
@@ -41,13 +41,18 @@ parse_plain = _fastlane.parse_plain if _fastlane is not None else None
 
 @dataclass(frozen=True)
 class LaneRun:
-    """What one C call made, in one directory."""
+    """What one C call made, in one directory and the directories it made there."""
 
     directory: int  # the directory's fd: valid until the next directory lookup
     parts: tuple[str, ...]  # the directory, as cleaned path components
-    names: list[str]  # the names made, in order
-    dirs: list[tuple[str, int, int]]  # the directories among them: (name, inode, mtime)
+    names: list[str]  # the names made, in order, as paths from it ("f", "sub/f")
+    dirs: list[tuple[str, int, int]]  # the directories among them: (path, inode, mtime)
     below_previous: bool  # the directory was made by the previous run of this follow
+
+    def own_names(self) -> list[str]:
+        """The names made in the directory itself (the others are in directories the run
+        made)."""
+        return [name for name in self.names if "/" not in name]
 
 
 class FastLane:
@@ -87,7 +92,7 @@ class FastLane:
             if other is None:
                 return
             child = os.fsdecode(other[len(raw) : -1]) if other.startswith(raw) else ""
-            descended = any(name == child for name, _, _ in dirs)
+            descended = "/" not in child and any(path == child for path, _, _ in dirs)
             if descended:
                 # Into a directory this run just made (nothing in it yet): it is opened from
                 # its parent, and no lookup from the root is needed.

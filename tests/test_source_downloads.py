@@ -142,10 +142,13 @@ def test_idle_connections_take_over_halves_of_a_big_download(tmp_path: Path) -> 
             time.sleep(0.01)
         hold.set()
         assert _read_all(downloads, registry, layers[0][0]) == blob
-    first, second, third = registry.ranges[:3]  # (finished workers may split again)
+    first, *later = registry.ranges[:3]  # (finished workers may split again)
     assert first == (0, 64_000)
-    assert second[1] == 64_000 and second[0] in (32_000, 32_500)  # half of what was left
-    assert third[1] in (second[0], 64_000) and 0 < third[0] < third[1]  # of the biggest rest
+    # the two splits may reach the registry in either order
+    halves = [r for r in later if r[1] == 64_000 and r[0] in (32_000, 32_500)]
+    assert halves, later  # half of what was left
+    (other,) = [r for r in later if r != halves[0]] or [halves[0]]
+    assert other[1] in (halves[0][0], 64_000) and 0 < other[0] < other[1]  # of the biggest rest
     assert not (tmp_path / "spool").exists()
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench import images as gen
-from bench import methods, pull, report, run
+from bench import methods, pull, report, run, startup
 
 EPILOG = """\
 methods (--methods, comma-separated; default all):
@@ -33,6 +33,8 @@ scenarios (--scenario, comma-separated; default local):
           oci-unpack docker://... against skopeo copy + umoci unpack, and against
           the ideal max(3 connections biggest layer first, the local unpack)
           (images: --only, default pyimage-gzip; needs docker-registry, skopeo, umoci)
+  startup python -c pass, oci-unpack --help, and oci-unpack against umoci unpack
+          on the busybox fixture (a gzip copy): -n 20 runs each, median
 
 images (--only, comma-separated names or bases; default all):
   pyimage-{gzip,zstd,tar}     6 layers, ~52k entries, ~690 MB at scale 1
@@ -56,6 +58,7 @@ examples:
   python -m bench --only pyimage-gzip,bigfile-zstd --json results.json
   python -m bench --build-only                         # just generate the images
   python -m bench --scenario pull -n 3                 # the registry scenario
+  python -m bench --scenario startup -n 20             # start-up latency
 """
 
 
@@ -90,15 +93,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write all results here")
     ap.add_argument("--build-only", action="store_true", help="build the images and stop")
     ap.add_argument("--scenario", default="local", metavar="NAMES",
-                    help="local, pull or both (default: local; see 'scenarios' below)")
+                    help="local, pull, startup, comma-separated (default: local; see "
+                         "'scenarios' below)")
     ap.add_argument("--rate", type=float, default=pull.RATE / 1e6, metavar="MB/S",
                     help="pull: bytes per second of each connection, in MB (default: %(default)g)")
     ap.add_argument("--first-byte", type=float, default=pull.FIRST_BYTE * 1000, metavar="MS",
                     help="pull: delay before each answer's first byte (default: %(default)g)")
     args = ap.parse_args(argv)
     args.scenarios = [s for s in args.scenario.split(",") if s]
-    if not args.scenarios or any(s not in ("local", "pull") for s in args.scenarios):
-        ap.error("--scenario takes local, pull or local,pull")
+    if not args.scenarios or any(s not in ("local", "pull", "startup") for s in args.scenarios):
+        ap.error("--scenario takes local, pull and startup, comma-separated")
     if args.rate <= 0 or args.first_byte < 0:
         ap.error("--rate must be > 0 and --first-byte >= 0")
     if args.scale <= 0 or args.n < 1 or min(args.warmup, args.settle, args.keep_gb) < 0:
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     wanted = args.local_names + args.pull_names
     bases = sorted({n.rpartition("-")[0] for n in wanted}, key=gen.BASES.index)
-    stamp = gen.build(args.images, args.scale, bases, log)
+    stamp = gen.build(args.images, args.scale, bases, log) if bases else {"images": {}}
     if args.build_only:
         return 0
     root = gen.scale_dir(args.images, args.scale)
@@ -177,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             out.append(pull.table(image, summaries, verify, args.rate * 1e6,
                                   args.first_byte / 1000))
             results[f"pull {name}"] = {"verify": verify, "methods": summaries}
+        if "startup" in args.scenarios:
+            log("startup: busybox fixture")
+            timings = startup.measure(workdir, startup.interpreter(args.oci), args.oci, args.n,
+                                      log)
+            out.append(startup.table(timings, args.n))
+            results["startup"] = {"methods": timings}
     finally:
         if runner.purge(settle=False):
             last_purge.write_text(f"{time.time()}\n")
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                           for k, v in vars(args).items()},
              "images": results}, indent=1))
     failed = any(s.get("failed") for r in results.values() for s in r["methods"].values())
-    return 1 if failed or any("FAILED" in str(r["verify"]) for r in results.values()) else 0
+    return 1 if failed or any("FAILED" in str(r.get("verify")) for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.methods import HINTS, Image, Plan, plan, tool
-from bench.report import fmt, ratio
+from bench.report import fmt, rows
 from fixtures.registry import REGISTRY_BINARY, RegistryProxy, running_registry
 
 RATE = 20e6  # bytes/s per connection
@@ -95,14 +95,7 @@ def table(image: Image, results: dict[str, dict[str, Any]], verify: str,
              f"each connection {rate / 1e6:g} MB/s after {first_byte * 1000:g} ms", "",
              "| method | median s | CPU s | peak RSS MB | vs skopeo + umoci | vs ideal |",
              "|---|--:|--:|--:|--:|--:|"]
-    for res in results.values():
-        if res.get("failed"):
-            lines.append(f"| {res['label']} | FAILED | | | | |")
-            continue
-        rss = res.get("rss_mb")
-        lines.append(f"| {res['label']} | {fmt(res.get('median'))} | {fmt(res.get('cpu'))} | "
-                     f"{fmt(rss, 0) if rss else '-'} | {ratio(res, pipeline)} | "
-                     f"{ratio(res, ideal)} |")
+    lines += rows(results, pipeline, ideal)
     one = ideal_transfer(sizes, rate, first_byte, connections=1)
     lines += ["", f"Ideal {fmt(ideal and ideal['median'])} s = max(transfer on {CONNECTIONS} "
               f"connections, biggest layer first: {transfer:.2f} s; the local unpack: "

@@ -89,6 +89,20 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     return f"{a['median'] / b['median']:.2f}x"
 
 
+def rows(results: dict[str, dict[str, Any]], *versus: dict[str, Any] | None) -> list[str]:
+    """One Markdown row per method: median, CPU, peak RSS, and its ratio to each of `versus`."""
+    lines = []
+    for res in results.values():
+        if res.get("failed"):
+            lines.append(f"| {res['label']} | FAILED |" + " |" * (3 + len(versus)))
+            continue
+        rss = res.get("rss_mb")
+        ratios = "".join(f" {ratio(res, other)} |" for other in versus)
+        lines.append(f"| {res['label']} | {fmt(res.get('median'))} | {fmt(res.get('cpu'))} | "
+                     f"{fmt(rss, 0) if rss else '-'} |{ratios}")
+    return lines
+
+
 def table(image: Any, results: dict[str, dict[str, Any]], verify: str,
           notes: list[str]) -> str:
     """The Markdown section of one image: a heading, the table, the verify line, notes."""
@@ -98,15 +112,7 @@ def table(image: Any, results: dict[str, dict[str, Any]], verify: str,
              f"{info['tar_bytes'] / 1e6:,.0f} MB uncompressed, {blob:,.0f} MB of blobs", "",
              "| method | median s | CPU s | peak RSS MB | vs umoci unpack | vs tar floor |",
              "|---|--:|--:|--:|--:|--:|"]
-    umoci, floor = results.get("umoci-unpack"), results.get("tar")
-    for res in results.values():
-        if res.get("failed"):
-            lines.append(f"| {res['label']} | FAILED | | | | |")
-            continue
-        rss = res.get("rss_mb")
-        lines.append(f"| {res['label']} | {fmt(res.get('median'))} | {fmt(res.get('cpu'))} | "
-                     f"{fmt(rss, 0) if rss else '-'} | {ratio(res, umoci)} | "
-                     f"{ratio(res, floor)} |")
+    lines += rows(results, results.get("umoci-unpack"), results.get("tar"))
     lines += ["", verify]
     if any(res["label"].endswith("*") for res in results.values()):
         notes = [*notes, f"\\* umoci 0.4.7 cannot read zstd layers: measured on "

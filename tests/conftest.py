@@ -42,13 +42,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_cli(*args: str | os.PathLike[str], check: bool = False) -> subprocess.CompletedProcess:
-    """Run `python -m unpack ARGS...` and capture its output (text)."""
+def run_cli(*args: str | os.PathLike[str], check: bool = False,
+            cwd: os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m unpack ARGS...` (in the repository, or `cwd`) and capture its output
+    (text)."""
     result = subprocess.run(
         [sys.executable, "-m", "unpack", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd or REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"oci-unpack {args} failed: {result.stderr}")
@@ -59,3 +62,15 @@ def run_cli(*args: str | os.PathLike[str], check: bool = False) -> subprocess.Co
 def cli():
     """The `run_cli` function, as a fixture."""
     return run_cli
+
+
+@pytest.fixture
+def no_user_auth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME of its own: pulls find none of the machine user's registry logins, no user
+    registries.conf, no alias cache. Returns the HOME."""
+    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home

@@ -24,11 +24,10 @@ import pytest
 
 from fixtures.layout import Compression, LayoutWriter
 from fixtures.tarwriter import Entry, build_tar
+from unpack import UnpackOptions, unpack_image
 from unpack.fs import openat2
 from unpack.fs import rootfs as rootfs_module
 from unpack.layer import fastlane
-from unpack.progress import Progress
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 RESOLVERS = ("openat2", "walk")
 # How the applier tests run each rule: with either resolver (and the C fast lane, where it
@@ -79,7 +78,7 @@ class Unpacker:
         suffix = "" if self._count == 1 else str(self._count)
         image = build_image(self.images / f"image{suffix}", layers, compression=compression)
         options = UnpackOptions(use_openat2=self.use_openat2, write_config=False)
-        unpack(image, str(self.bundle), options, Progress(False), warn=self.warnings.append)
+        unpack_image(image, str(self.bundle), options, warn=self.warnings.append)
         return self.bundle / "rootfs"
 
 

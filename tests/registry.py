@@ -45,7 +45,7 @@ USER, PASSWORD = "tester", "s3cret:with-colon"
 
 
 # ------------------------------------------------------------------ the test image
-def _noise(size: int, seed: bytes) -> bytes:
+def noise(size: int, seed: bytes) -> bytes:
     """Incompressible deterministic bytes (so a layer blob is big enough to cut)."""
     out = bytearray()
     counter = 0
@@ -64,7 +64,7 @@ def build_source_image(path: Path, tag: str = "latest") -> None:
     base = build_tar([
         dirent("etc"), reg("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
         reg("etc/hostname", b"source-test\n", mode=0o600),
-        dirent("data"), reg("data/big.bin", _noise(BIG_SIZE, b"big"), mode=0o640),
+        dirent("data"), reg("data/big.bin", noise(BIG_SIZE, b"big"), mode=0o640),
         reg("data/owned", b"alice's\n", uid=1001, gid=1001),
         symlink("data/link", "big.bin"), hardlink("data/hard", "data/owned"),
         dirent("srv"), dirent("srv/old"), reg("srv/old/gone.txt", b"gone\n"),
@@ -181,8 +181,10 @@ class TokenServer:
     """A Docker token server: `GET /token?service=S&scope=repository:NAME:ACTIONS`.
 
     Valid basic credentials get every action asked for; anonymous callers get
-    `pull` only if `anonymous_pull`, else 401. Tokens are RS256 JWTs whose
-    x5c header holds the signing certificate, which the registry trusts.
+    `pull` only if `anonymous_pull`, else 401. `POST /token` takes the OAuth2
+    refresh-token grant (an identity token): REFRESH_TOKEN is USER's. Tokens are
+    RS256 JWTs whose x5c header holds the signing certificate, which the registry
+    trusts.
     """
 
     def __init__(self, directory: Path, anonymous_pull: bool = False) -> None:
@@ -242,7 +244,24 @@ class TokenServer:
         return f"http://127.0.0.1:{self.port}/token"
 
 
+REFRESH_TOKEN = "identity-token-of-tester"
+
+
 class _TokenHandler(QuietHandler):
+    def do_POST(self) -> None:
+        owner: TokenServer = self.server.owner
+        form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+        scope = " ".join(form.get("scope", []))
+        granted = form.get("grant_type") == ["refresh_token"] and \
+            form.get("refresh_token") == [REFRESH_TOKEN]
+        owner.requests.append({"scope": scope, "user": USER if granted else None,
+                               "granted": granted, "grant": "refresh_token"})
+        if not granted:
+            self._reply(401, {"details": "bad refresh token"})
+            return
+        token = owner.token(USER, scope)
+        self._reply(200, {"access_token": token, "expires_in": 300})
+
     def do_GET(self) -> None:
         owner: TokenServer = self.server.owner
         query = parse_qs(urlsplit(self.path).query)

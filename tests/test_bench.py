@@ -188,3 +188,32 @@ def test_pull_scenario_smoke(tiny: Path, tmp_path: Path) -> None:
     methods = json.loads(out.read_text())["images"]["pull pyimage-gzip"]["methods"]
     assert all(len(m["runs"]) == 1 and not m["failed"] for m in methods.values())
     assert not (tiny / "work").exists()  # the registry's directory went with the work dir
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").exists() or shutil.which("umoci") is None,
+                    reason="the startup scenario needs busybox-static and umoci")
+def test_startup_scenario_smoke(tmp_path: Path) -> None:
+    result = bench_cli("--images", tmp_path / "images", "--workdir", tmp_path, "--scenario",
+                       "startup", "-n", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| command")]
+    assert rows == ["python -c pass", "oci-unpack --help", "oci-unpack busybox",
+                    "umoci unpack busybox"]
+    assert [p.name for p in tmp_path.iterdir()] == []  # (no images built, nothing left)
+
+
+def test_gzip_copy_is_a_valid_layout_umoci_reads(tmp_path: Path) -> None:
+    from bench.startup import gzip_copy
+    from fixtures.images import build_demo
+
+    build_demo(tmp_path / "demo")
+    gzip_copy(tmp_path / "demo", tmp_path / "copy")
+    index = json.loads((tmp_path / "copy" / "index.json").read_text())
+    blobs = tmp_path / "copy" / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    for layer in manifest["layers"]:
+        assert not layer["mediaType"].endswith("+zstd")
+        data = (blobs / layer["digest"][7:]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == layer["digest"][7:]
+        assert len(data) == layer["size"]

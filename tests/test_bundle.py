@@ -1,7 +1,10 @@
 """No partial bundle: failures, signals and stale temporary directories.
 
 The bundle is built in `.DIR.oci-unpack-PID-RANDOM` beside DIR and renamed into place
-only when complete; after any failure neither DIR nor a temporary directory remains.
+only when complete — or, when DIR is an existing empty directory, in
+`DIR/.oci-unpack-PID-RANDOM`, whose `rootfs` and `config.json` are then renamed into
+DIR (which keeps its inode); after any failure neither a bundle nor a temporary
+directory remains.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from conftest import REPO, needs_root, run_cli
 from fixtures.layout import LayoutWriter, digest_of
 from fixtures.tarwriter import BLOCK, build_tar, dirent, header, reg
 from fixtures.variants import CORRUPT_KINDS, SMALL_EXPECTED
+from unpack.errors import FilesystemError
+from unpack.fs import bundle as bundle_module
 from unpack.fs.bundle import BundleDir
 
 BIG_SIZE = 300 << 20
@@ -128,15 +133,85 @@ def _check_small_bundle(dest: Path) -> None:
         assert (dest / "rootfs" / name).read_bytes() == expected["content"]
 
 
-def test_empty_dir_is_replaced(images: Path, tmp_path: Path) -> None:
+def test_an_empty_dir_keeps_its_inode(images: Path, tmp_path: Path) -> None:
     dest = tmp_path / "bundle"
-    dest.mkdir()
-    before = dest.stat().st_ino
+    dest.mkdir(mode=0o750)
+    before = dest.stat()
     result = run_cli(images / "sha512", dest)
     assert result.returncode == 0, result.stderr
     _check_small_bundle(dest)
-    assert dest.stat().st_ino != before  # the finished bundle was renamed into place
+    after = dest.stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert sorted(os.listdir(dest)) == ["config.json", "rootfs"]
     assert temp_dirs(tmp_path) == []
+
+
+def test_dot_is_the_working_directory_kept(images: Path, tmp_path: Path) -> None:
+    """`oci-unpack IMAGE .` in an empty directory: a shell standing there stays in it."""
+    before = tmp_path.stat().st_ino
+    result = run_cli(images / "sha512", ".", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert tmp_path.stat().st_ino == before
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "rootfs"]
+    _check_small_bundle(tmp_path)
+
+
+def test_a_stale_temp_dir_inside_dir_is_removed(images: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "bundle"
+    stale = dest / f".oci-unpack-{dead_pid()}-deadbeef"
+    (stale / "rootfs").mkdir(parents=True)
+    result = run_cli(images / "sha512", dest)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(dest)) == ["config.json", "rootfs"]
+
+
+def test_a_failed_move_into_dir_leaves_it_empty(tmp_path: Path) -> None:
+    """config.json cannot be moved in (a directory of that name is in the way, made after
+    the check): the rootfs moved first goes back, DIR is left as it was."""
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    with BundleDir(str(dest)) as bundle:
+        (Path(bundle.path) / "rootfs").mkdir()
+        (Path(bundle.path) / "config.json").write_text("{}")
+        (dest / "config.json").mkdir()
+        (dest / "config.json" / "x").write_text("in the way")
+        with pytest.raises(FilesystemError, match="cannot move the bundle into place"):
+            bundle.commit()
+    assert os.listdir(dest) == ["config.json"]
+
+
+def test_slow_removal_is_announced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    announced: list[str] = []
+    monkeypatch.setattr(bundle_module, "_SLOW_DISCARD", 0.01)
+    real = bundle_module.remove_tree
+
+    def slow(fd: int, name: str) -> None:
+        time.sleep(0.3)
+        real(fd, name)
+
+    monkeypatch.setattr(bundle_module, "remove_tree", slow)
+    with BundleDir(str(tmp_path / "b"), on_slow_discard=lambda: announced.append("!")):
+        pass
+    assert announced == ["!"]
+    with BundleDir(str(tmp_path / "c"), on_slow_discard=lambda: announced.append("?")) as b:
+        b.commit()  # nothing removed: nothing announced
+    assert announced == ["!"]
+
+
+def test_a_read_only_destination_is_named_as_dir(images: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)]
+                      ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        result = run_cli(images / "sha512", mount / "bundle")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+    assert result.returncode == 4
+    assert f"{mount / 'bundle'}: cannot create the bundle there (Read-only file system)" \
+        in result.stderr
+    assert ".oci-unpack-" not in result.stderr
 
 
 def test_relative_dir(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

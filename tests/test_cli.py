@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -160,9 +163,31 @@ def test_command_line_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> No
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("args", [["IMAGE-ONLY"], ["--bogus-option", "a", "b"]])
-def test_command_line_usage_errors_are_one_line(args: list[str]) -> None:
-    one_error_line(run_cli(*args), 2)
+@pytest.mark.parametrize("args", [[], ["IMAGE-ONLY"], ["--bogus-option", "a", "b"]])
+def test_usage_errors_give_the_usage_one_error_line_and_a_pointer_to_help(
+    args: list[str]
+) -> None:
+    """As click prints them (and no whole help text folded into one line)."""
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    usage, error, hint = result.stderr.splitlines()
+    assert usage.startswith("Usage: oci-unpack ") and usage.endswith("IMAGE DIR")
+    assert error.startswith(ERROR) and len(error) < 120
+    assert hint == "Try 'oci-unpack --help' for help."
+
+
+def test_tls_verify_takes_true_or_false() -> None:
+    result = run_cli("--tls-verify=maybe", "a", "b")
+    assert result.returncode == 2
+    assert "'maybe' is not true or false" in result.stderr
+    assert "Recognized values: ," not in result.stderr  # no empty choice
+    assert run_cli("--tls-verify", "no", "/nonexistent", "b").returncode == 2  # parsed
+
+
+def test_empty_dir_argument_is_a_usage_error(images: Path, tmp_path: Path) -> None:
+    result = run_cli(images / "demo", "", cwd=tmp_path)
+    assert result.returncode == 2 and "DIR is empty" in result.stderr
+    assert os.listdir(tmp_path) == []  # not unpacked into the working directory
 
 
 def test_dir_not_empty_exit_4(images: Path, tmp_path: Path) -> None:
@@ -298,13 +323,14 @@ def test_no_progress_bar_when_stderr_is_not_a_tty(images: Path, tmp_path: Path) 
     assert result.stdout == ""
 
 
-@needs_root
-def test_progress_bar_when_stderr_is_a_tty(images: Path, tmp_path: Path) -> None:
+def run_on_terminal(args: list[str | Path], columns: int, rows: int = 24) -> tuple[int, str]:
+    """Run oci-unpack with stderr on a pseudo-terminal of this size: (exit code, output)."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "unpack", images / "demo", tmp_path / "bundle"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=REPO,
+            [sys.executable, "-m", "unpack", *map(str, args)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, cwd=REPO,
         )
         os.close(slave)
         slave = -1
@@ -317,15 +343,79 @@ def test_progress_bar_when_stderr_is_a_tty(images: Path, tmp_path: Path) -> None
             if not data:
                 break
             output += data
-        stdout, _ = proc.communicate()
+        proc.wait()
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    assert proc.returncode == 0, output
-    assert stdout == b""
-    text = output.decode()
-    for number in range(1, 5):
-        assert f"layer {number}/4 sha256:" in text
-    assert "100%" in text and "[" + "#" * 30 + "]" in text
-    assert "Traceback" not in text
+    return proc.returncode, output.decode()
+
+
+def screen_lines(output: str, columns: int) -> list[str]:
+    """The lines a terminal shows: each progress line drawn (between carriage returns) must
+    fit in the width, else the terminal would have wrapped it onto a new line."""
+    lines = []
+    for line in output.replace("\r\n", "\n").split("\n"):
+        for segment in line.split("\r"):
+            if segment.startswith("layer "):
+                assert len(segment) < columns, f"{segment!r} wraps at {columns} columns"
+        shown = ""
+        for segment in line.split("\r"):  # each redraw overwrites from column 0
+            shown = segment + shown[len(segment):]
+        lines.append(shown.rstrip())
+    return [line for line in lines if line]
+
+
+@needs_root
+@pytest.mark.parametrize("columns", [80, 50, 30])
+def test_progress_fits_the_terminal_one_line_per_layer(
+    images: Path, tmp_path: Path, columns: int
+) -> None:
+    code, output = run_on_terminal([images / "demo", tmp_path / "bundle"], columns)
+    assert code == 0, output
+    lines = screen_lines(output, columns)
+    assert len(lines) == 4, lines  # one per layer, nothing scrolled
+    for number, line in enumerate(lines, 1):
+        assert line.startswith(f"layer {number}/4 ") and "100%" in line
+    assert ("[" + "#" * 10) in output if columns >= 80 else "[" not in output
+
+
+@needs_root
+def test_an_error_is_printed_below_the_bar(images: Path, tmp_path: Path) -> None:
+    code, output = run_on_terminal([images / "corrupt-layer-size", tmp_path / "b"], 80)
+    assert code == 3, output
+    lines = screen_lines(output, 80)
+    assert lines[-1].startswith(ERROR)  # on its own line, not after the bar's numbers
+    assert lines[-2].startswith("layer ")
+
+
+def _complete(words: str, shell: str = "bash") -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "_OCI_UNPACK_COMPLETE":
+                   f"{shell}_complete", "COMP_WORDS": words,
+                   "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    return subprocess.run([sys.executable, "-m", "unpack"], capture_output=True, text=True,
+                          env=environment, cwd=REPO)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts(shell: str) -> None:
+    """The README's `_OCI_UNPACK_COMPLETE={shell}_source oci-unpack` gives a script."""
+    result = subprocess.run([sys.executable, "-m", "unpack"], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
+                                           "_OCI_UNPACK_COMPLETE": f"{shell}_source"})
+    assert result.returncode == 0 and "_OCI_UNPACK_COMPLETE" in result.stdout, result.stderr
+
+
+def test_shell_completion_of_commands_options_and_choices() -> None:
+    assert _complete("oci-unpack in").stdout.split() == ["plain,inspect"]
+    assert "plain,--platform" in _complete("oci-unpack unpack --pla").stdout.split()
+    assert _complete("oci-unpack unpack --volumes ").stdout.split() == [
+        "plain,tmpfs", "plain,bind", "plain,none"]
+
+
+@needs_root
+def test_cache_with_a_local_image_warns_that_it_does_nothing(images: Path,
+                                                              tmp_path: Path) -> None:
+    result = run_cli("--cache", tmp_path / "cache", images / "sha512", tmp_path / "b")
+    assert result.returncode == 0, result.stderr
+    assert "warning: --cache has no effect on a local image" in result.stderr

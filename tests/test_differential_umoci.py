@@ -24,9 +24,8 @@ from layers import Node, node, sha256, tree
 from fixtures.images import DEMO_CONFIG, DEMO_EXPECTED, DEMO_LAYERS, SPARSE_CONTENT
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import Entry, build_tar, dirent, hardlink, opaque, reg, symlink, whiteout
+from unpack import UnpackOptions, unpack_image
 from unpack.layer.policy import clean_path
-from unpack.progress import Progress
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 pytestmark = [needs_root, needs_tool("umoci")]
 
@@ -184,7 +183,7 @@ def test_same_rootfs_as_umoci(
         run_cli("--quiet", "--no-config", f"{layout}:latest", bundle, check=True)
     else:
         options = UnpackOptions(use_openat2=False, write_config=False)
-        unpack(f"{layout}:latest", str(bundle), options, Progress(False), warn=lambda _: None)
+        unpack_image(f"{layout}:latest", str(bundle), options, warn=lambda _: None)
     ours, theirs = tree(bundle / "rootfs"), tree(umoci_rootfs)
     assert len(ours) > 20
     assert compare(ours, theirs, dirs_with_headers(IMAGES[name][0])) == []

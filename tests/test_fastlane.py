@@ -33,13 +33,12 @@ from fixtures.tarwriter import (
     symlink,
     whiteout,
 )
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import UnpackError
 from unpack.fs.rootfs import Rootfs
 from unpack.layer import fastlane
 from unpack.layer.policy import admit, lane_directory
 from unpack.layer.tarheader import EntryKind, TarEntry
-from unpack.progress import Progress
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 # The lane runs for root only (owners as the image says them): so do its tests.
 pytestmark = [pytest.mark.skipif(not fastlane.AVAILABLE, reason="the C fast lane is not built"),
@@ -237,7 +236,7 @@ def unpack_outcome(layers: list[list[Entry]], lane: bool) -> tuple[str, dict[str
         image = build_image(top / "image", layers, compression="none")
         options = UnpackOptions(write_config=False)
         try:
-            unpack(image, str(top / "bundle"), options, Progress(False), warn=lambda _: None)
+            unpack_image(image, str(top / "bundle"), options, warn=lambda _: None)
         except UnpackError as error:
             return f"{type(error).__name__}: {error}".replace(str(top), "TOP"), {}
         return "ok", {p: _comparable(n) for p, n in tree(top / "bundle").items()}

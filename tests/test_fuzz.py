@@ -47,12 +47,11 @@ from hypothesis import strategies as st
 
 from fixtures.layout import LayoutWriter, gzip_compress, zstd_compress
 from fixtures.tarwriter import Entry, build_tar, dirent, hardlink, pax_records, reg, symlink
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import LayerError, UnpackError
 from unpack.image.compression import Compression
 from unpack.layer.decompress import decompressed
 from unpack.layer.tarstream import EntryKind, TarReader
-from unpack.progress import Progress
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 EXAMPLES = int(os.environ.get("OCI_UNPACK_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
@@ -284,7 +283,7 @@ def apply_layers(layers: list[list[Entry]], host: Path, use_openat2: bool) -> st
         warnings: list[str] = []
         options = UnpackOptions(write_config=False, use_openat2=use_openat2)
         try:
-            unpack(str(top / "image"), str(dest), options, Progress(False), warn=warnings.append)
+            unpack_image(str(top / "image"), str(dest), options, warn=warnings.append)
         except UnpackError as error:
             message = re.sub(r"'[^']*'", "X", str(error))[:50]
             outcome = f"{type(error).__name__}: {message}"

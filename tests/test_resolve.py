@@ -23,13 +23,12 @@ from fixtures.layout import (
 )
 from fixtures.tarwriter import build_tar, dirent, reg
 from fixtures.variants import UNKNOWN_MEDIA_TYPE
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import EXIT_IMAGE, ImageError, UnpackError
 from unpack.image.compression import Compression
 from unpack.image.resolve import MAX_INDEX_DEPTH, Image, resolve_image
-from unpack.progress import Progress
 from unpack.source import layout as layout_module
 from unpack.source.layout import Layout
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
@@ -49,7 +48,7 @@ def resolve_error(root: Path, ref: str | None = None) -> ImageError:
 
 
 def run_unpack(root: Path, dest: Path) -> None:
-    unpack(str(root), str(dest), UnpackOptions(), Progress(False), lambda _message: None)
+    unpack_image(str(root), str(dest), UnpackOptions(), warn=lambda _message: None)
 
 
 def unpack_error(root: Path, dest: Path) -> UnpackError:

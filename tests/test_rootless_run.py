@@ -8,8 +8,7 @@ What this host showed (runc 1.1.5, crun 1.8.1, cgroup v1 hybrid):
 
 * runc refuses supplementary groups whenever it runs with a non-root euid ("cannot set
   any additional groups in a rootless container"), in every release; the rootless
-  config keeps alice's additionalGids, so the default busybox bundle fails (xfail below)
-  and runs once they are removed;
+  config therefore has no additionalGids, and the default busybox bundle runs;
 * runc needs container uid 0 mapped (it resolves the host root of the container), so a
   bundle made without a subordinate range (only alice -> the caller) is refused with
   "User namespaces enabled, but no user mapping found." -- that test skips saying so;

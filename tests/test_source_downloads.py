@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
-from registry import REGISTRY_BINARY, FaultyProxy, Registry, running_registry, tree
+from registry import REGISTRY_BINARY, FaultyProxy, Registry, noise, running_registry, tree
 
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, dirent, reg
@@ -30,15 +30,6 @@ from unpack.source.downloads import Downloads, PrivateSpool
 from unpack.verify import Digest
 
 LAYER = "application/vnd.oci.image.layer.v1.tar"
-
-
-def _noise(size: int, seed: bytes) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def _blob(data: bytes) -> Descriptor:
@@ -105,7 +96,7 @@ def _read_all(downloads: Downloads, registry: FakeRegistry, descriptor: Descript
 def test_the_layers_are_fetched_in_the_order_they_are_applied(tmp_path: Path) -> None:
     """One connection, three small layers (none worth splitting): b and c are fetched in
     order while the applier still waits for a; each is fetched once."""
-    blobs = [_noise(3_000, b"a"), _noise(9_000, b"b"), _noise(5_000, b"c")]
+    blobs = [noise(3_000, b"a"), noise(9_000, b"b"), noise(5_000, b"c")]
     registry = FakeRegistry(blobs)
     layers = _layers(blobs)
     spool = PrivateSpool(str(tmp_path / "spool"))
@@ -119,7 +110,7 @@ def test_the_layers_are_fetched_in_the_order_they_are_applied(tmp_path: Path) ->
 def test_without_range_support_the_biggest_goes_first(tmp_path: Path) -> None:
     """Once an answer shows Range is ignored, nothing is split and the biggest layer left
     goes first (c before b)."""
-    blobs = [_noise(3_000, b"a"), _noise(5_000, b"b"), _noise(9_000, b"c")]
+    blobs = [noise(3_000, b"a"), noise(5_000, b"b"), noise(9_000, b"c")]
     registry = FakeRegistry(blobs)
     registry.ranges_ignored = True
     layers = _layers(blobs)
@@ -131,7 +122,7 @@ def test_without_range_support_the_biggest_goes_first(tmp_path: Path) -> None:
 def test_idle_connections_take_over_halves_of_a_big_download(tmp_path: Path) -> None:
     """One blob, three connections: the first fetches from the start, each idle one takes
     the second half of the biggest rest (a ranged request); the bytes come out whole."""
-    blob = _noise(64_000, b"big")
+    blob = noise(64_000, b"big")
     registry = FakeRegistry([blob])
     layers = _layers([blob])
     hold = registry.held[layers[0][0].digest] = threading.Event()
@@ -154,7 +145,7 @@ def test_idle_connections_take_over_halves_of_a_big_download(tmp_path: Path) -> 
 
 def test_a_layer_is_read_while_it_downloads(tmp_path: Path) -> None:
     """The applier reads the first chunks of a layer its download has not finished."""
-    blobs = [_noise(20_000, b"x")]
+    blobs = [noise(20_000, b"x")]
     registry = FakeRegistry(blobs)
     layers = _layers(blobs)
     hold = registry.held[layers[0][0].digest] = threading.Event()
@@ -169,7 +160,7 @@ def test_a_layer_is_read_while_it_downloads(tmp_path: Path) -> None:
 def test_a_later_layer_that_fails_ends_the_current_one(tmp_path: Path) -> None:
     """Layer 2's fetch fails while layer 1 is read: layer 1 stops, and the error names
     layer 2, not the layer being applied."""
-    blobs = [_noise(20_000, b"first"), _noise(30_000, b"second")]
+    blobs = [noise(20_000, b"first"), noise(30_000, b"second")]
     registry = FakeRegistry(blobs)
     layers = _layers(blobs)
     registry.held[layers[0][0].digest] = threading.Event()  # never released
@@ -182,10 +173,10 @@ def test_a_later_layer_that_fails_ends_the_current_one(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_download_is_a_verification_error(tmp_path: Path) -> None:
-    blobs = [_noise(4_000, b"good")]
+    blobs = [noise(4_000, b"good")]
     layers = _layers(blobs)
     registry = FakeRegistry([])
-    registry.blobs[layers[0][0].digest] = _noise(4_000, b"evil")
+    registry.blobs[layers[0][0].digest] = noise(4_000, b"evil")
     with (_downloads(layers, tmp_path, registry, parallel=2) as downloads,
           pytest.raises(VerificationError) as raised):
         _read_all(downloads, registry, layers[0][0])
@@ -193,7 +184,7 @@ def test_a_corrupt_download_is_a_verification_error(tmp_path: Path) -> None:
 
 
 def test_a_repeated_layer_is_fetched_once(tmp_path: Path) -> None:
-    blob = _noise(5_000, b"same")
+    blob = noise(5_000, b"same")
     registry = FakeRegistry([blob])
     layers = _layers([blob, blob])
     with _downloads(layers, tmp_path, registry, parallel=2) as downloads:
@@ -214,11 +205,8 @@ SIZES = (1_200_000, 300_000, 900_000, 200_000)  # uncompressed (noise: gzip keep
 
 
 @pytest.fixture(autouse=True)
-def no_user_auth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+def _own_home(no_user_auth_files: Path) -> None:
+    """No logins, registries.conf or aliases of the machine's user."""
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +214,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four gzip layers of noise, in no order of size, all writing into one directory."""
     root = tmp_path_factory.mktemp("downloads")
     out = LayoutWriter(root / "layout")
-    layers = [out.add_layer(build_tar([dirent("d"), reg(f"d/f{n}", _noise(size, b"%d" % n))]),
+    layers = [out.add_layer(build_tar([dirent("d"), reg(f"d/f{n}", noise(size, b"%d" % n))]),
                             "gzip") for n, size in enumerate(SIZES)]
     out.tag(out.add_image(layers, {"config": {"Cmd": ["/bin/sh"]}}), "latest")
     out.write()

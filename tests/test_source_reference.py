@@ -88,8 +88,9 @@ def test_directory_that_is_no_layout(paths: Path) -> None:
     ("oci-archive:{p}/layout", "{p}/layout: not an archive file, which oci-archive: names"),
     ("docker-archive:{p}/nope", "{p}/nope: no such file or directory"),
     ("{p}/missing:latest", "{p}/missing:latest: no such file or directory"),
-    ("docker.io/library/busybox:latest", "docker.io/library/busybox:latest: no such file or "
-     "directory (to pull it from a registry, write docker://docker.io/library/busybox:latest)"),
+    ("./busybox", "./busybox: no such file or directory"),
+    ("busybox/", "busybox/: no such file or directory"),
+    ("~/busybox", "~/busybox: no such file or directory"),
 ])
 def test_missing_or_wrong_kind_is_one_short_sentence(paths: Path, text: str,
                                                      message: str) -> None:
@@ -97,6 +98,14 @@ def test_missing_or_wrong_kind_is_one_short_sentence(paths: Path, text: str,
         parse_image_reference(text.format(p=paths))
     assert excinfo.value.exit_code == EXIT_USAGE
     assert str(excinfo.value) == message.format(p=paths)
+
+
+@pytest.mark.parametrize("text", ["busybox", "library/busybox:1.36", "team/app@sha256:"
+                                  + "a" * 64, "quay.io/team/app:1", "localhost:5000/x"])
+def test_a_name_that_is_no_path_is_resolved_as_a_registry_name(text: str) -> None:
+    reference = parse_image_reference(text)
+    assert (reference.transport, reference.short_name, reference.registry) == (
+        "docker", text, None)
 
 
 def test_empty_image_lists_the_forms() -> None:

@@ -36,12 +36,8 @@ CREDS = f"{USER}:{PASSWORD}"
 
 
 @pytest.fixture(autouse=True)
-def no_user_auth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pulls must not find the machine user's registry logins."""
-    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+def _own_home(no_user_auth_files: Path) -> None:
+    """No logins, registries.conf or aliases of the machine's user."""
 
 
 @pytest.fixture(scope="module")

@@ -33,11 +33,10 @@ from registry import running_registry
 
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, dirent, reg
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import PolicyRejected
-from unpack.progress import Progress
 from unpack.source import SourceOptions
 from unpack.trust.decide import TrustOptions
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 pytestmark = [needs_tool("skopeo"), needs_tool("docker-registry"), needs_tool("gpg"),
               needs_tool("gpgv")]
@@ -250,7 +249,7 @@ def oci_unpack_accepts(world: World, policy: Path, reference: str, target: Path)
         trust=TrustOptions(policy=str(policy), registries_d=str(world.registries_d)),
     )
     try:
-        unpack(f"docker://{reference}", str(target), options, Progress(False), lambda _: None)
+        unpack_image(f"docker://{reference}", str(target), options, warn=lambda _: None)
     except PolicyRejected:
         assert not target.exists(), "a rejected image left a bundle"
         return False

@@ -25,14 +25,13 @@ from conftest import needs_tool, run_cli
 from cosign import CosignKey, Pusher, sign
 from registry import FaultyProxy, build_source_image, running_registry
 
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import ImageError, NetworkError, PolicyRejected
-from unpack.progress import Progress
 from unpack.source import SourceOptions
 from unpack.trust import policy as policy_module
 from unpack.trust.decide import TrustOptions
 from unpack.trust.signatures import signature_from_blob
 from unpack.verbs.inspect import inspect_image
-from unpack.verbs.unpack import UnpackOptions, unpack
 
 pytestmark = [needs_tool("skopeo"), needs_tool("docker-registry")]
 
@@ -78,7 +77,7 @@ def digest_of(registry: Any, name: str) -> str:
 def unpack_api(image: str, dest: Path, trust: TrustOptions, **source: Any) -> Any:
     options = UnpackOptions(source=SourceOptions(tls_verify=False, **source), trust=trust)
     warnings: list[str] = []
-    report = unpack(image, str(dest), options, Progress(False), warnings.append)
+    report = unpack_image(image, str(dest), options, warn=warnings.append)
     return report, warnings
 
 

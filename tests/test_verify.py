@@ -1,7 +1,7 @@
 """Verification of every blob and layer against its descriptor: sizes, digests, diff_ids.
 
 Each defect is checked for its exit code (3) and for a message naming the blob, digest or
-file at fault. Most run in-process through `unpack()`; a few go through the CLI.
+file at fault. Most run in-process through `unpack_image()`; a few go through the CLI.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from conftest import needs_root, run_cli
 from fixtures.layout import LayoutWriter, digest_of, json_bytes
 from fixtures.tarwriter import build_tar, dirent, reg
 from fixtures.variants import SMALL_EXPECTED
+from unpack import UnpackOptions, unpack_image
 from unpack.errors import EXIT_IMAGE, ImageError, UnpackError, VerificationError
-from unpack.progress import Progress
-from unpack.verbs.unpack import UnpackOptions, unpack
 from unpack.verify import Digest, verified, verify_bytes
 
 HELLO_TAR = build_tar([dirent("etc"), reg("etc/hello.txt", b"hello\n" * 100)])
@@ -32,7 +31,7 @@ HELLO_TAR = build_tar([dirent("etc"), reg("etc/hello.txt", b"hello\n" * 100)])
 
 def run_unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Unpack in-process, quietly."""
-    unpack(str(image), str(dest), UnpackOptions(), Progress(False), lambda _message: None)
+    unpack_image(str(image), str(dest), UnpackOptions(), warn=lambda _message: None)
 
 
 def unpack_error(image: str | os.PathLike[str], dest: str | os.PathLike[str]) -> UnpackError:
@@ -234,7 +233,7 @@ def test_layer_wrong_digest_same_size(tmp_path: Path) -> None:
     error = unpack_error(tmp_path / "img", tmp_path / "out")
     message = str(error)
     assert isinstance(error, VerificationError)
-    assert f"blob {info['layer']['digest']}" in message
+    assert f"layer 1/1 {info['layer']['digest']}: blob (" in message  # named once
     assert f"digest is {digest_of(bytes(blob))}, expected {info['layer']['digest']}" in message
 
 
@@ -248,7 +247,7 @@ def test_uncompressed_layer_wrong_digest_in_trailing_padding(tmp_path: Path) -> 
     blob[-1] = 1
     path.write_bytes(bytes(blob))
     error = unpack_error(tmp_path / "img", tmp_path / "out")
-    assert f"blob {info['layer']['digest']}" in str(error)
+    assert f"layer 1/1 {info['layer']['digest']}: blob (" in str(error)
     assert "digest is" in str(error)
 
 

@@ -22,7 +22,6 @@ A volume at ``/`` is an error.
 import posixpath
 from collections.abc import Collection, Iterable
 from typing import Any
-from urllib.parse import quote
 
 from unpack.errors import ConfigError
 
@@ -41,6 +40,8 @@ def normalize_volume(path: str) -> str:
 
 def volume_dir(destination: str) -> str:
     """The bundle-relative directory backing ``destination`` in ``bind`` mode."""
+    from urllib.parse import quote  # only bind mode needs it
+
     name = quote(destination[1:], safe="")
     if len(name.encode()) > _NAME_MAX:
         raise ConfigError(f'image config Volumes "{destination}": path too long for a volume')

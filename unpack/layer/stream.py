@@ -83,7 +83,12 @@ def _labelled(label: str, error: BaseException) -> str:
     """The message, naming the layer unless it names one already (a layer fetched ahead
     names itself when it fails while another is applied)."""
     message = str(error)
-    return message if _NAMES_A_LAYER.match(message) else f"{label}: {message}"
+    if _NAMES_A_LAYER.match(message):
+        return message
+    digest = label.rpartition(" ")[2]
+    if message.startswith(f"blob {digest} "):  # the label names it already
+        message = "blob " + message[len(f"blob {digest} "):]
+    return f"{label}: {message}"
 
 
 _NAMES_A_LAYER = re.compile(r"layer \d+/\d+ ")

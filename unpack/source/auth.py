@@ -1,10 +1,11 @@
 """Registry authentication: credentials, auth files and the WWW-Authenticate challenge flow.
 
 Credentials come from `--creds USER:PASS`, else from the first auth file
-that has an entry for the registry: `--authfile`, `$REGISTRY_AUTH_FILE`,
+that has something for the registry: `--authfile`, `$REGISTRY_AUTH_FILE`,
 `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
-`$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (the `auths`
-entries; credential helpers are not run).
+`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. In each file, a
+`credHelpers` helper for the registry first, then the `auths` entries (most
+specific key first), then the `credsStore` helper (see `credhelpers`).
 
 A request answered 401 carries a challenge. `Basic` is answered with the
 credentials; `Bearer realm=...,service=...,scope=...` by asking the realm
@@ -22,7 +23,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -36,10 +37,12 @@ _VALUE = re.compile(r'\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password (or token) for basic auth and token requests."""
+    """A user name and password for basic auth and token requests — or an identity token
+    (a credential helper's `<token>`), exchanged at the token server."""
 
     username: str
-    password: str
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic(self) -> str:
         """The value of an `Authorization: Basic ...` header."""
@@ -75,19 +78,51 @@ def auth_files(authfile: str | None = None) -> list[str]:
 
 
 def find_credentials(
-    registry: str, repository: str, authfile: str | None = None
+    registry: str, repository: str, authfile: str | None = None, helper_timeout: float = 15.0
 ) -> Credentials | None:
-    """The credentials the auth files hold for `registry` (most specific key first)."""
+    """The credentials the auth files hold or name a helper for, for `registry`."""
     wanted = list(_keys(registry, repository))
     for path in auth_files(authfile):
-        auths = _read_auths(path, explicit=authfile is not None)
-        normalised = {_normalise_key(key): value for key, value in auths.items()}
+        data = _read_auth_file(path, explicit=authfile is not None)
+        helpers = data.get("credHelpers")
+        helpers = helpers if isinstance(helpers, dict) else {}
+        for key in (registry, *_hub_aliases(registry)):
+            if isinstance(helpers.get(key), str):
+                return _from_helper(helpers[key], registry, f"credHelpers in {path}",
+                                    helper_timeout)
+        auths = data.get("auths")
+        normalised = {_normalise_key(key): value for key, value in auths.items()} \
+            if isinstance(auths, dict) else {}
         for key in wanted:
             entry = normalised.get(key)
             credentials = _entry_credentials(entry, path, key) if entry is not None else None
             if credentials is not None:
                 return credentials
+        store = data.get("credsStore")
+        if isinstance(store, str) and store:
+            found = _from_helper(store, registry, f"credsStore in {path}", helper_timeout)
+            if found is not None:
+                return found
     return None
+
+
+def _from_helper(name: str, registry: str, origin: str, timeout: float
+                 ) -> Credentials | None:
+    from unpack.source.credhelpers import IDENTITY_TOKEN_USER, run_helper
+
+    answer = run_helper(name, registry, origin, timeout)
+    if answer is None:
+        return None
+    username, secret = answer
+    if username == IDENTITY_TOKEN_USER:
+        return Credentials(username, "", identity_token=secret)
+    return Credentials(username, secret)
+
+
+def _hub_aliases(registry: str) -> tuple[str, ...]:
+    if registry not in DOCKER_HUB_KEYS:
+        return ()
+    return (*(k for k in DOCKER_HUB_KEYS if k != registry), "https://index.docker.io/v1/")
 
 
 def _keys(registry: str, repository: str) -> Iterator[str]:
@@ -109,7 +144,7 @@ def _normalise_key(key: str) -> str:
     return key.rstrip("/")
 
 
-def _read_auths(path: str, explicit: bool) -> dict[str, Any]:
+def _read_auth_file(path: str, explicit: bool) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:
             data = json.loads(file.read(1 << 20))
@@ -121,8 +156,7 @@ def _read_auths(path: str, explicit: bool) -> dict[str, Any]:
         raise UsageError(f"auth file {path}: {error.strerror}") from None
     except ValueError as error:
         raise UsageError(f"auth file {path}: invalid JSON ({error})") from None
-    auths = data.get("auths") if isinstance(data, dict) else None
-    return auths if isinstance(auths, dict) else {}
+    return data if isinstance(data, dict) else {}
 
 
 def _entry_credentials(entry: object, path: str, key: str) -> Credentials | None:
@@ -203,6 +237,9 @@ class Authorizer:
                     f"{where}: the registry asks for a user name and password "
                     "(give --creds USER:PASS or log in with skopeo/podman/docker)"
                 )
+            if self.credentials.identity_token is not None:
+                raise NetworkError(f"{where}: the registry asks for a user name and password, "
+                                   "and the credential helper gave an identity token")
             if self.header == self.credentials.basic():
                 raise NetworkError(f"{where}: the registry refused the credentials (401)")
             self.header = self.credentials.basic()
@@ -218,10 +255,17 @@ class Authorizer:
         params = {"scope": challenge.params.get("scope") or self._default_scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
-        headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
+        identity = self.credentials.identity_token if self.credentials else None
         try:
-            reply = self._session.get(realm, params=params, headers=headers,
-                                      timeout=self._timeout, verify=self._verify)
+            if identity is not None:  # OAuth2: the identity token is a refresh token
+                reply = self._session.post(realm, data={
+                    **params, "grant_type": "refresh_token", "refresh_token": identity,
+                    "client_id": "oci-unpack"}, timeout=self._timeout, verify=self._verify)
+            else:
+                headers = {"Authorization": self.credentials.basic()} if self.credentials \
+                    else {}
+                reply = self._session.get(realm, params=params, headers=headers,
+                                          timeout=self._timeout, verify=self._verify)
         except requests.RequestException as error:
             raise NetworkError(f"token server {realm}: {error_reason(error)}") from None
         with reply:

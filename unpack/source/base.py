@@ -59,6 +59,10 @@ class SourceOptions:
     #: Layer blobs fetched at once from a registry (`--max-parallel-downloads`); 1: one
     #: after the other, each streamed as it is applied.
     parallel_downloads: int = 3
+    #: The registries.conf to read (`--registries-conf`); None: the usual files.
+    registries_conf: str | None = None
+    #: Seconds a credential helper may take.
+    helper_timeout: float = 15.0
     #: Attempts per request on dropped connections and 5xx/429 answers.
     retries: int = 5
     #: Seconds to wait for a connection and between bytes.

@@ -96,14 +96,20 @@ def parse_named(text: str) -> DockerReference:
     return reference
 
 
+def is_qualified(text: str) -> bool:
+    """Whether a reference names its registry host: its first component (before a '/')
+    has a '.' or a ':', is `localhost`, or holds an upper-case letter. Otherwise it is a
+    short name (`busybox`, `library/busybox:1.36`)."""
+    first, slash, _ = text.partition("/")
+    return bool(slash) and (any(c in first for c in ".:") or first == "localhost"
+                            or first.lower() != first)
+
+
 def _split_domain(text: str) -> tuple[str, str]:
-    first, slash, rest = text.partition("/")
-    if not slash or (
-        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
-    ):
-        domain, remainder = DOCKER_HUB, text
+    if is_qualified(text):
+        domain, _, remainder = text.partition("/")
     else:
-        domain, remainder = first, rest
+        domain, remainder = DOCKER_HUB, text
     if domain == "index.docker.io":
         domain = DOCKER_HUB
     if domain == DOCKER_HUB and "/" not in remainder:

@@ -5,6 +5,8 @@
     docker-archive:PATH[:NAME:TAG|:@N]    a `docker save` / skopeo docker-archive tarball
     docker://HOST[:PORT]/NAME[:TAG|@DIGEST]   a registry (docker://NAME: Docker Hub)
     PATH[:REF]                            a directory: a layout; a file: an archive
+    NAME[:TAG|@DIGEST]                    no such path: an image name, resolved through
+                                          registries.conf (`discovery`)
 
 REF is a tag, a digest (`sha256:…`) or `@N` (the N-th image, from 0). A
 transport prefix always wins (write `./oci:x` for a local path named so). In a
@@ -41,7 +43,9 @@ class ImageReference:
     tag: str | None = None  # a tag: ref.name, a docker-archive NAME:TAG, a registry tag
     digest: Digest | None = None
     index: int | None = None  # @N: the N-th image of the index or archive
-    registry: RegistryReference | None = None
+    registry: RegistryReference | None = None  # None for a name yet to resolve
+    short_name: str | None = None  # IMAGE as written, when it was a name to resolve
+    resolution: str | None = None  # how it was resolved ("alias in FILE", …)
 
     @property
     def ref(self) -> str | None:
@@ -81,6 +85,8 @@ def parse_image_reference(text: str) -> ImageReference:
         return _local(transport, path, ref, text)
     path, ref = _split(text, os.path.exists)
     if path is None:
+        if _looks_like_a_registry_name(text):  # resolved through registries.conf
+            return ImageReference("docker", text, short_name=text)
         raise _missing(text)
     return _local("oci" if os.path.isdir(path) else "archive", path, ref, text)
 
@@ -114,11 +120,8 @@ def _local(transport: str, path: str, ref: str | None, text: str) -> ImageRefere
 
 
 def _missing(path: str) -> UsageError:
-    """`PATH: no such file or directory`, with a hint where it looks like a registry name."""
-    hint = ""
-    if _looks_like_a_registry_name(path):
-        hint = f" (to pull it from a registry, write docker://{path})"
-    return UsageError(f"{path}: no such file or directory{hint}")
+    """`PATH: no such file or directory`."""
+    return UsageError(f"{path}: no such file or directory")
 
 
 def _looks_like_a_registry_name(text: str) -> bool:
@@ -142,5 +145,10 @@ def _registry(text: str, rest: str) -> ImageReference:
     except (InvalidReference, ImageError) as error:
         raise UsageError(f"{text!r}: {error}") from None
     tag = "latest" if parsed.name_only else parsed.tag
-    registry = RegistryReference(parsed.domain, parsed.path, tag, digest)
-    return ImageReference("docker", str(registry), tag=tag, digest=digest, registry=registry)
+    return registry_image(RegistryReference(parsed.domain, parsed.path, tag, digest))
+
+
+def registry_image(registry: RegistryReference, **how: str | None) -> ImageReference:
+    """The ImageReference of a registry image (`how`: short_name, resolution)."""
+    return ImageReference("docker", str(registry), tag=registry.tag, digest=registry.digest,
+                          registry=registry, **how)

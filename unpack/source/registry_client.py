@@ -128,7 +128,8 @@ class RegistryClient:
             credentials = parse_creds(options.creds)
         else:
             credentials = find_credentials(
-                reference.registry, reference.repository, options.authfile
+                reference.registry, reference.repository, options.authfile,
+                options.helper_timeout,
             )
         self.auth = Authorizer(
             self.session, credentials, f"repository:{reference.repository}:pull", options.timeout,

@@ -8,14 +8,12 @@ containers/image does ("not implemented").
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from unpack.trust import strictjson
 from unpack.trust.evaluation import PolicyImage, Requirement, RequirementResult
-from unpack.trust.identity import parse_identity_rule
-from unpack.trust.signedby import SignedBy
-from unpack.trust.sigstoresigned import SigstoreSigned
 from unpack.trust.strictjson import StrictJSONError
 
 
@@ -57,6 +55,8 @@ class SignedBaseLayer:
 
     @classmethod
     def from_json(cls, value: dict[str, Any], what: str) -> SignedBaseLayer:
+        from unpack.trust.identity import parse_identity_rule
+
         fields = strictjson.obj(value, what, required=("type", "baseLayerIdentity"))
         parse_identity_rule(fields["baseLayerIdentity"], f"{what}.baseLayerIdentity")
         return cls()
@@ -65,10 +65,21 @@ class SignedBaseLayer:
         return RequirementResult(self.type, False, "signedBaseLayer is not implemented")
 
 
+#: Each type's class, or where it is: the signature machinery (OpenPGP, X.509, gpgv) loads
+#: only for a policy that asks for signatures.
 _TYPES: dict[str, Any] = {
-    kind.type: kind
-    for kind in (InsecureAcceptAnything, Reject, SignedBy, SignedBaseLayer, SigstoreSigned)
+    "insecureAcceptAnything": InsecureAcceptAnything, "reject": Reject,
+    "signedBaseLayer": SignedBaseLayer, "signedBy": "unpack.trust.signedby:SignedBy",
+    "sigstoreSigned": "unpack.trust.sigstoresigned:SigstoreSigned",
 }
+
+
+def _requirement_type(kind: str) -> Any:
+    found = _TYPES[kind]
+    if isinstance(found, str):
+        module, _, name = found.partition(":")
+        found = _TYPES[kind] = getattr(importlib.import_module(module), name)
+    return found
 
 
 def parse_requirements(value: Any, what: str) -> tuple[Requirement, ...]:
@@ -85,5 +96,5 @@ def parse_requirements(value: Any, what: str) -> tuple[Requirement, ...]:
         kind = strictjson.string(item.get("type", ""), f"{where}.type")
         if kind not in _TYPES:
             raise StrictJSONError(f"{where}: unknown policy requirement type {kind!r}")
-        parsed.append(_TYPES[kind].from_json(item, where))
+        parsed.append(_requirement_type(kind).from_json(item, where))
     return tuple(parsed)

@@ -71,6 +71,8 @@ class InspectReport:
     volumes: list[str] = field(default_factory=list)
     stop_signal: str | None = None
     signature: SignatureReport | None = None
+    short_name: str | None = None  # IMAGE as written, when it was a name to resolve
+    resolution: str | None = None  # how it was resolved: "alias in FILE", …
 
 
 def _signatures(
@@ -125,6 +127,8 @@ def inspect_image(
         config_size=image.config_descriptor.size,
         platform=str(image_platform) if image_platform else None,
         signature=signature,
+        short_name=reference.short_name,
+        resolution=reference.resolution,
     )
     for layer in image.layers:
         descriptor = layer.descriptor
@@ -195,7 +199,8 @@ def _signature_rows(signature: SignatureReport | None) -> list[tuple[str, str]]:
 def report_table(report: InspectReport) -> str:
     """The human output: a key/value block, a layer table, the config summary."""
     rows: list[tuple[str, str]] = [
-        ("Image", report.image),
+        ("Image", report.image if report.short_name is None else
+         f"{report.image} ({report.short_name}: {report.resolution})"),
         ("Manifest", f"{report.manifest} ({_short_type(report.manifest_media_type)}, "
                      f"{human_size(report.manifest_size)})"),
         ("Config", f"{report.config} ({human_size(report.config_size)})"),

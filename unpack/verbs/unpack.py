@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pwd
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 
 from unpack.config import HostIds, RuntimeOptions, parse_subid, runtime_config
-from unpack.errors import FilesystemError
+from unpack.errors import FilesystemError, UsageError
 from unpack.fs.bundle import BundleDir
 from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
@@ -24,7 +25,6 @@ from unpack.layer.applier import Applier
 from unpack.layer.stream import LayerStream
 from unpack.progress import Progress
 from unpack.source import ImageReference, SourceOptions, open_source
-from unpack.source.downloads import spool_directory
 from unpack.trust.decide import (
     SignatureReport,
     TrustOptions,
@@ -69,7 +69,8 @@ class LayerReport:
 class UnpackReport:
     """The machine-readable summary `--json` prints."""
 
-    image: str
+    image: str  # fully qualified (a short name resolved)
+    transport: str
     ref: str | None
     manifest: str
     config: str
@@ -78,6 +79,8 @@ class UnpackReport:
     signature: SignatureReport
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
+    short_name: str | None = None  # IMAGE as written, when it was a name to resolve
+    resolution: str | None = None  # how it was resolved: "alias in FILE", …
 
 
 def unpack(
@@ -104,24 +107,36 @@ def _unpack(
     warn: Callable[[str], None],
     started: float,
 ) -> UnpackReport:
+    if not dest:
+        raise UsageError("DIR is empty: give the bundle directory's path")
     policy = load_applicable_policy(options.trust)
     source, ref, reference = open_source(image_text, options.source)
+    if reference.short_name is not None:
+        progress.status(f"{reference.short_name}: pulling {reference} "
+                        f"({reference.resolution})")
+    if options.source.cache and reference.registry is None:
+        warn(f"--cache has no effect on a local image ({reference}): it caches registry "
+             "blobs")
     with source:
         resolved = resolve_manifest(source, ref, options.platform)
         signature = _check_signatures(policy, options.trust, reference, source, resolved, warn)
         image = load_image(source, resolved, options.platform)
         report = UnpackReport(
-            image=reference.location,
+            image=str(reference),
+            transport=reference.transport,
             ref=reference.ref,
             manifest=str(image.manifest.digest),
             config=str(image.config_descriptor.digest),
             platform=str(image.platform) if image.platform else None,
             bundle=os.path.abspath(dest),
             signature=signature,
+            short_name=reference.short_name,
+            resolution=reference.resolution,
         )
-        with BundleDir(dest) as bundle:
+        slow = functools.partial(progress.status, "removing the partial bundle…")
+        with BundleDir(dest, on_slow_discard=slow) as bundle:
             if options.uid_map.ranges:
-                os.chmod(bundle.path, 0o711)  # the mapped root must reach DIR/rootfs
+                bundle.allow_traversal()  # the mapped root must reach DIR/rootfs
             rootfs_path = os.path.join(bundle.path, "rootfs")
             os.mkdir(rootfs_path, 0o755)
             os.chmod(rootfs_path, 0o755)  # whatever the umask
@@ -129,11 +144,13 @@ def _unpack(
             with _open_rootfs(rootfs_path, options, rootless, warn) as rootfs:
                 applier = Applier(rootfs, warn=warn)
                 count = len(image.layers)
-                places = [f"layer {number}/{count}" for number in range(1, count + 1)]
-                with _downloads_ahead(source, image, places, bundle.path, options.source):
-                    for where, layer in zip(places, image.layers, strict=True):
-                        report.layers.append(
-                            _apply_layer(source, layer, applier, progress, where))
+                with _downloads_ahead(source, image, bundle.path, options.source):
+                    for number, layer in enumerate(image.layers, 1):
+                        progress.start(number, count, str(layer.descriptor.digest),
+                                       layer.descriptor.size)
+                        report.layers.append(_apply_layer(
+                            source, layer, applier, progress, _layer_label(number, count, layer)))
+                        progress.finish()
                 applier.finish()
                 if options.write_config:
                     runtime = _runtime_options(options, rootless)
@@ -166,15 +183,18 @@ def _check_signatures(
     return check_image(policy, image)
 
 
-def _downloads_ahead(source: Source, image: Image, places: list[str], bundle: str,
+def _downloads_ahead(source: Source, image: Image, bundle: str,
                      options: SourceOptions) -> contextlib.AbstractContextManager[object]:
     """Parallel downloads of a registry image's layers, spooled in the bundle's temporary
     directory (removed when the block ends, whatever ends it); nothing for local sources."""
     download_ahead = getattr(source, "download_ahead", None)
     if download_ahead is None:
         return contextlib.nullcontext()
-    layers = [(layer.descriptor, _layer_label(where, layer))
-              for where, layer in zip(places, image.layers, strict=True)]
+    from unpack.source.downloads import spool_directory
+
+    count = len(image.layers)
+    layers = [(layer.descriptor, _layer_label(number, count, layer))
+              for number, layer in enumerate(image.layers, 1)]
     downloads = download_ahead(layers, spool_directory(bundle), options.parallel_downloads)
     return contextlib.nullcontext() if downloads is None else downloads
 
@@ -214,25 +234,23 @@ def _subid(path: str, uid: int) -> tuple[int, int] | None:
         return None
 
 
-def _layer_label(where: str, layer: Layer) -> str:
+def _layer_label(number: int, count: int, layer: Layer) -> str:
     """How errors name a layer: its place and digest ("layer 2/5 sha256:…")."""
-    return f"{where} {layer.descriptor.digest}"
+    return f"layer {number}/{count} {layer.descriptor.digest}"
 
 
 def _apply_layer(
-    source: Source, layer: Layer, applier: Applier, progress: Progress, where: str
+    source: Source, layer: Layer, applier: Applier, progress: Progress, label: str
 ) -> LayerReport:
     descriptor = layer.descriptor
     report = LayerReport(
         str(descriptor.digest), descriptor.media_type, descriptor.size, str(layer.diff_id)
     )
     started = time.monotonic()
-    progress.start(f"{where} {descriptor.digest.short()}", descriptor.size)
-    stream = LayerStream(source, layer, _layer_label(where, layer), progress.advance)
+    stream = LayerStream(source, layer, label, progress.advance)
     with stream as entries:
         report.entries = applier.apply_layer(entries)
     report.uncompressed_size = stream.uncompressed_size
-    progress.finish()
     report.seconds = round(time.monotonic() - started, 3)
     return report
 

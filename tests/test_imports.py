@@ -1,4 +1,5 @@
-"""Commands import only what they need: `inspect` reads JSON, so it loads no decompressor."""
+"""Commands import only what they need: `inspect` reads JSON, so it loads no decompressor;
+an unpack loads the decompressor of its layers' kind only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+from fixtures.layout import LayoutWriter
+from fixtures.tarwriter import build_tar, reg
 
 HEAVY = ("isal", "zstandard", "xattr", "cryptography", "yaml")
 
@@ -36,3 +41,24 @@ def test_inspect_loads_no_decompressor_or_crypto(images: Path) -> None:
 
 def test_help_loads_nothing_heavy() -> None:
     assert _modules_after("--help") == set()
+
+
+def _one_layer_image(path: Path, compression: str) -> None:
+    out = LayoutWriter(path)
+    layer = out.add_layer(build_tar([reg("hello.txt", b"hello\n")]), compression)
+    out.tag(out.add_image([layer], {"architecture": "amd64", "os": "linux"}), "latest")
+    out.write()
+
+
+@pytest.mark.parametrize(("compression", "loaded", "not_loaded"), [
+    ("gzip", "isal", "zstandard"),
+    ("zstd", "zstandard", "isal"),
+])
+def test_an_unpack_loads_only_the_decompressor_it_needs(
+    tmp_path: Path, compression: str, loaded: str, not_loaded: str
+) -> None:
+    _one_layer_image(tmp_path / "image", compression)
+    modules = _modules_after("-q", "--insecure-policy", f"{tmp_path / 'image'}",
+                             str(tmp_path / "bundle"))
+    assert (tmp_path / "bundle" / "config.json").is_file()
+    assert loaded in modules and not_loaded not in modules

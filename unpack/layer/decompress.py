@@ -4,15 +4,13 @@ Every decompressor here is a generator from compressed chunks to
 decompressed chunks of at most `CHUNK_SIZE` bytes, so a small blob that
 expands enormously (a gzip bomb) never occupies more than one chunk.
 gzip goes through ISA-L (`isal`), zstd through `zstandard`; both accept
-concatenated members/frames.
+concatenated members/frames. Each library is imported when a layer of its kind is
+first read (zstandard alone costs more than a bare interpreter start).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-
-import zstandard
-from isal import igzip_lib
 
 from unpack.errors import LayerError
 from unpack.image.compression import GZIP_MAGIC, ZSTD_MAGIC, Compression, sniff
@@ -52,6 +50,8 @@ def _chain(head: bytes, rest: Iterator[bytes | memoryview]) -> Iterator[bytes | 
 
 def _gunzip(chunks: Iterator[bytes | memoryview], what: str) -> Iterator[bytes]:
     """Inflate one or more concatenated gzip members; anything else is an error."""
+    from isal import igzip_lib
+
     inflater = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
     member_started = False
     try:
@@ -80,6 +80,8 @@ def _gunzip(chunks: Iterator[bytes | memoryview], what: str) -> Iterator[bytes]:
 
 def _unzstd(chunks: Iterator[bytes | memoryview], what: str) -> Iterator[bytes]:
     """Decompress one or more concatenated zstd frames in bounded output chunks."""
+    import zstandard
+
     walker = ZstdFrameWalker(what)
     reader = zstandard.ZstdDecompressor().stream_reader(
         _ChunkReader(chunks, walker.feed), read_size=CHUNK_SIZE, read_across_frames=True

@@ -35,7 +35,7 @@ from registry import (
 from fixtures.layout import LayoutWriter
 from fixtures.tarwriter import build_tar, reg
 from unpack import NetworkError, SourceOptions, UnpackOptions, UsageError, unpack_image
-from unpack.source import credhelpers, discovery, registriesconf
+from unpack.source import discovery, registriesconf
 from unpack.source.auth import find_credentials
 from unpack.source.registriesconf import BlockedError, load
 
@@ -282,7 +282,7 @@ def test_cred_helpers_come_first_then_auths_then_creds_store(helpers: Path) -> N
 def test_docker_hub_is_asked_for_by_its_legacy_url(helpers: Path) -> None:
     config = auth_file(helpers / "auth.json", credHelpers={"docker.io": "good"})
     assert find_credentials("docker.io", "library/busybox", config) is not None
-    assert (helpers / "asked").read_text() == credhelpers.DOCKER_HUB_SERVER
+    assert (helpers / "asked").read_text() == "https://index.docker.io/v1/"
 
 
 def test_a_helper_with_nothing_means_no_credentials(helpers: Path) -> None:

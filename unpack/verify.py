@@ -70,7 +70,11 @@ def verified(
         yield chunk
     if size is not None and count != size:
         raise VerificationError(f"{what}: {count} bytes, its descriptor says {size}")
-    actual = hasher.hexdigest()
+    check_digest(hasher.hexdigest(), digest, what)
+
+
+def check_digest(actual: str, digest: Digest, what: str) -> None:
+    """Fail unless `actual` (hex) is `digest`'s value."""
     if actual != digest.hex:
         raise VerificationError(f"{what}: digest is {digest.algorithm}:{actual}, expected {digest}")
 

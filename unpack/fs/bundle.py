@@ -30,13 +30,18 @@ _SLOW_DISCARD = 0.5  # seconds: past this, removing the partial bundle is announ
 CONTENTS = ("rootfs", "config.json")  # moved into an existing DIR in this order
 
 
+def check_dest(dest: str) -> None:
+    """A usage error for a DIR that cannot name a bundle (checked before any fetch)."""
+    if not dest:
+        raise UsageError("DIR is empty: give the bundle directory's path")
+
+
 class BundleDir:
     """A bundle under construction at `path`; `commit` presents it at DIR, else it is
     removed (`discard`)."""
 
     def __init__(self, dest: str, on_slow_discard: Callable[[], None] | None = None) -> None:
-        if not dest:
-            raise UsageError("DIR is empty: give the bundle directory's path")
+        check_dest(dest)
         self.dest = os.path.abspath(dest)
         self._shown = dest
         self._on_slow_discard = on_slow_discard

@@ -29,8 +29,8 @@ from typing import Any
 import requests
 
 from unpack.errors import NetworkError, UsageError
+from unpack.source.dockerref import DOCKER_HUB_HOSTS, DOCKER_HUB_LEGACY_URL
 
-DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _WORD = re.compile(r"[\s,]*([A-Za-z0-9_.+-]+)")
 _VALUE = re.compile(r'\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
 
@@ -120,9 +120,9 @@ def _from_helper(name: str, registry: str, origin: str, timeout: float
 
 
 def _hub_aliases(registry: str) -> tuple[str, ...]:
-    if registry not in DOCKER_HUB_KEYS:
+    if registry not in DOCKER_HUB_HOSTS:
         return ()
-    return (*(k for k in DOCKER_HUB_KEYS if k != registry), "https://index.docker.io/v1/")
+    return (*(k for k in DOCKER_HUB_HOSTS if k != registry), DOCKER_HUB_LEGACY_URL)
 
 
 def _keys(registry: str, repository: str) -> Iterator[str]:
@@ -131,8 +131,8 @@ def _keys(registry: str, repository: str) -> Iterator[str]:
     for end in range(len(parts), 0, -1):
         yield f"{registry}/{'/'.join(parts[:end])}"
     yield registry
-    if registry in DOCKER_HUB_KEYS:
-        yield from (key for key in DOCKER_HUB_KEYS if key != registry)
+    if registry in DOCKER_HUB_HOSTS:
+        yield from (key for key in DOCKER_HUB_HOSTS if key != registry)
 
 
 def _normalise_key(key: str) -> str:

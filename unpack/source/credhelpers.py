@@ -17,16 +17,16 @@ import shutil
 import subprocess
 
 from unpack.errors import NetworkError
+from unpack.source.dockerref import DOCKER_HUB_HOSTS, DOCKER_HUB_LEGACY_URL
 
 PROGRAM = "docker-credential-{}"
 NOT_FOUND = "credentials not found"  # what helpers print when they hold nothing
-DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 IDENTITY_TOKEN_USER = "<token>"
 
 
 def server_url(registry: str) -> str:
     """What a helper is asked for: the registry host (Docker Hub: its legacy URL)."""
-    return DOCKER_HUB_SERVER if registry in ("docker.io", "index.docker.io") else registry
+    return DOCKER_HUB_LEGACY_URL if registry in DOCKER_HUB_HOSTS else registry
 
 
 def run_helper(name: str, registry: str, origin: str, timeout: float

@@ -16,6 +16,11 @@ import re
 from dataclasses import dataclass
 
 DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"  # where Docker Hub's registry API answers
+#: Docker Hub's names in auth files (`auths` keys, `credHelpers` keys), and the legacy
+#: URL Docker keeps its credentials under (what a credential helper is asked for).
+DOCKER_HUB_HOSTS = (DOCKER_HUB, "index.docker.io", DOCKER_HUB_API)
+DOCKER_HUB_LEGACY_URL = "https://index.docker.io/v1/"
 MAX_NAME_LENGTH = 255
 
 _ALNUM = r"[a-z0-9]+"

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from unpack.errors import FilesystemError, UnpackError, VerificationError
 from unpack.image.descriptor import Descriptor
-from unpack.verify import Digest
+from unpack.verify import Digest, check_digest
 
 READ_SIZE = 1 << 20
 MIN_SPLIT = 4 << 20  # a download is split only when this much is left of it
@@ -102,7 +102,7 @@ class _Download:
     pieces: list[_Piece] = field(default_factory=list)
     contiguous: int = 0  # bytes from the start that are all written
     hashed: int = 0
-    hasher: Any = None
+    hasher: Any = None  # the blob's hashlib object, once hashing began
     uses: int = 0  # how many times the image lists the blob (a layer may repeat)
     error: BaseException | None = None
     grown: threading.Condition = field(default_factory=threading.Condition)
@@ -254,15 +254,12 @@ class Downloads:
             while download.hashed < contiguous:
                 data = os.pread(download.fd, min(READ_SIZE, contiguous - download.hashed),
                                 download.hashed)
-                download.hasher.update(data)  # type: ignore[attr-defined]
+                download.hasher.update(data)
                 download.hashed += len(data)
             if download.hashed != descriptor.size or download.state != "running":
                 return
-            actual = download.hasher.hexdigest()  # type: ignore[attr-defined]
-            if actual != descriptor.digest.hex:
-                raise VerificationError(f"blob ({descriptor.media_type}): digest is "
-                                        f"{descriptor.digest.algorithm}:{actual}, expected "
-                                        f"{descriptor.digest}")
+            check_digest(download.hasher.hexdigest(), descriptor.digest,
+                         f"blob ({descriptor.media_type})")
             if self._spool.keep_spooled(download.path, descriptor.digest):
                 download.path = ""  # kept: not removed at the end
             with download.grown:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unpack.source.dockerref import DOCKER_HUB
+from unpack.source.dockerref import DOCKER_HUB, DOCKER_HUB_API
 from unpack.verify import Digest
-
-DOCKER_HUB_API = "registry-1.docker.io"
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,3 @@ def _attachment(source: RegistrySource, layer: Descriptor, what: str) -> Sigstor
     payload = source.small_blob(layer, MAX_SIGNATURE_SIZE, f"{what}: layer")
     origin = f"{source.path} {layer.digest.short()} (cosign attachment)"
     return SigstoreSignature(layer.media_type, payload, dict(layer.annotations), origin)
-
-
-def no_signatures() -> list[Signature]:
-    """The local transports store none."""
-    return []
-

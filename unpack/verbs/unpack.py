@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 
 from unpack.config import HostIds, RuntimeOptions, parse_subid, runtime_config
-from unpack.errors import FilesystemError, UsageError
-from unpack.fs.bundle import BundleDir
+from unpack.errors import FilesystemError
+from unpack.fs.bundle import BundleDir, check_dest
 from unpack.fs.rootfs import Rootfs
 from unpack.fs.rootless import RootlessRootfs
 from unpack.idmap import IdMap
@@ -96,19 +96,7 @@ def unpack(
     alone: modes are set explicitly where the kernel masked them).
     """
     started = time.monotonic()
-    return _unpack(image_text, dest, options, progress, warn, started)
-
-
-def _unpack(
-    image_text: str,
-    dest: str,
-    options: UnpackOptions,
-    progress: Progress,
-    warn: Callable[[str], None],
-    started: float,
-) -> UnpackReport:
-    if not dest:
-        raise UsageError("DIR is empty: give the bundle directory's path")
+    check_dest(dest)
     policy = load_applicable_policy(options.trust)
     source, ref, reference = open_source(image_text, options.source)
     if reference.short_name is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -183,9 +184,13 @@ def test_user_file_instead_of_the_system_one(tmp_path: Path) -> None:
     ('[aliases]\n"app" = "app"\n', "fully qualified"),
     ("[[registry]\n", "not valid TOML"),
     ('unqualified-search-registries = "one.test"\n', "must list strings"),
+    ("registry = [1, 2]\n", "must be an array of tables"),
+    ('[[registry]]\nlocation = "x.test"\nmirror = ["m.test"]\n',
+     "mirror must be an array of tables"),
+    ('[registries]\nsearch = ["a.test"]\n', "[registries.search] must be a table"),
 ])
 def test_bad_configuration_is_a_usage_error(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         load(str(conf_file(tmp_path, text)), home=str(tmp_path / "home"))
 
 

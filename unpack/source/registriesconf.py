@@ -172,7 +172,10 @@ def _read(path: str, v1_allowed: bool) -> dict[str, Any]:
 def _from_v1(tables: dict[str, Any], path: str) -> dict[str, Any]:
     """[registries.search|insecure|block] registries = [...] as version 2."""
     def hosts(kind: str) -> list[str]:
-        value = tables.get(kind, {}).get("registries", [])
+        table = tables.get(kind, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: [registries.{kind}] must be a table")
+        value = table.get("registries", [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{path}: [registries.{kind}] registries must list strings")
         return value
@@ -219,10 +222,14 @@ def _aliases(data: dict[str, Any], path: str) -> dict[str, tuple[str, str]]:
     return aliases
 
 
+def _tables(items: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise UsageError(f"{what} must be an array of tables")
+    return items
+
+
 def _registries(items: Any, path: str) -> Iterable[Registry]:
-    if not isinstance(items, list):
-        raise UsageError(f"{path}: [[registry]] must be an array of tables")
-    for item in items:
+    for item in _tables(items, f"{path}: [[registry]]"):
         where = f"{path}: [[registry]] {item.get('prefix') or item.get('location')!r}"
         location = _location(item.get("location", ""), where)
         prefix = _location(item.get("prefix", ""), where) or location
@@ -234,7 +241,7 @@ def _registries(items: Any, path: str) -> Iterable[Registry]:
             raise UsageError(f"{where}: pull-from-mirror is for mirrors only")
         by_digest = _flag(item, "mirror-by-digest-only", where)
         mirrors = []
-        for mirror in item.get("mirror", []):
+        for mirror in _tables(item.get("mirror", []), f"{where}: mirror"):
             pull = mirror.get("pull-from-mirror", "")
             if pull and pull not in PULL_FROM_MIRROR:
                 raise UsageError(f"{where}: pull-from-mirror {pull!r}: expected one of "
